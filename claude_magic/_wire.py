@@ -1,0 +1,335 @@
+"""The one place that knows the Messages API's JSON (no I/O).
+
+Request bodies are built and checked here, replies and error bodies parsed here,
+and ``MessageAssembler`` turns the server-sent events of a stream into a message.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from .errors import APIError, ConfigError, SpendLimitReached, error_for_status
+
+DEFAULT_MODEL = "claude-opus-5-5"
+DEFAULT_API_VERSION = "2026-10-21"
+LEGACY_API_VERSION = "2023-06-01"
+API_VERSIONS = (LEGACY_API_VERSION, DEFAULT_API_VERSION)
+SAMPLING_PARAMS = ("temperature", "top_p", "top_k")
+EFFORTS = ("low", "medium", "high", "xhigh", "max")
+# Fields that never change the answer: left out of cache keys.
+NOT_IN_CACHE_KEY = frozenset({"stream", "metadata"})
+COUNT_TOKENS_FIELDS = (
+    "model",
+    "messages",
+    "system",
+    "tools",
+    "tool_choice",
+    "thinking",
+    "output_config",
+    "cache_control",
+)
+
+# The status an `error` event inside a stream stands for, so it reads and retries like the HTTP error.
+_STATUS_OF_TYPE = {
+    "overloaded_error": 529,
+    "api_error": 500,
+    "rate_limit_error": 429,
+    "timeout_error": 504,
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "billing_error": 402,
+}
+
+_NEW_MODEL_ID = re.compile(r"claude-([a-z]+)-(\d+)(?:-(\d{1,2}))?(?:-\d{8})?$")
+
+
+def accepts_prefill(model: str) -> bool:
+    """Whether the model continues a final assistant turn (api-notes §8).
+
+    Claude 4.6 and later, every 5.x model, Fable and Mythos refuse prefill with a 400;
+    older models (``claude-3-…``, ``claude-sonnet-4-5``) accept it. An ID we cannot
+    read is taken as new: a follow-up turn works on every model, a prefill does not.
+    """
+    if re.match(r"claude-\d", model):
+        return True
+    m = _NEW_MODEL_ID.match(model)
+    if not m or m.group(1) in ("fable", "mythos"):
+        return False
+    return (int(m.group(2)), int(m.group(3) or 0)) < (4, 6)
+
+
+def _cache_mark(ttl: bool | str) -> dict[str, str]:
+    if ttl is True or ttl == "5m":
+        return {"type": "ephemeral"}
+    if ttl == "1h":
+        return {"type": "ephemeral", "ttl": "1h"}
+    raise ConfigError(f"cache TTL must be True, '5m' or '1h', got {ttl!r}")
+
+
+def _messages(prompt_or_messages: Any) -> list[dict[str, Any]]:
+    if isinstance(prompt_or_messages, str):
+        if not prompt_or_messages.strip():
+            raise ConfigError("the prompt is empty: write something to ask")
+        return [{"role": "user", "content": prompt_or_messages}]
+    if not isinstance(prompt_or_messages, (list, tuple)) or not prompt_or_messages:
+        raise ConfigError(
+            "pass a prompt string or a non-empty list of {'role': ..., 'content': ...} messages, "
+            f"got {type(prompt_or_messages).__name__}"
+        )
+    out = []
+    for i, m in enumerate(prompt_or_messages):
+        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant") or "content" not in m:
+            raise ConfigError(
+                f"message {i} must be a dict with role 'user' or 'assistant' and content, got {m!r:.80}"
+            )
+        out.append(m)
+    return out
+
+
+def _thinking(thinking: Any) -> dict[str, Any] | None:
+    if thinking is None:
+        return None
+    if thinking is True or thinking == "adaptive":
+        return {"type": "adaptive"}
+    if thinking is False or thinking == "disabled":
+        return {"type": "disabled"}
+    if thinking in ("summarized", "omitted"):
+        return {"type": "adaptive", "display": thinking}
+    if isinstance(thinking, int):
+        return {"type": "enabled", "budget_tokens": thinking}
+    if isinstance(thinking, dict):
+        return thinking
+    raise ConfigError(
+        f"thinking must be True, False, 'adaptive', 'summarized', 'omitted', a token budget "
+        f"or a dict, got {thinking!r}"
+    )
+
+
+def _check_sampling(params: dict[str, Any], api_version: str) -> None:
+    used = [p for p in SAMPLING_PARAMS if p in params]
+    if used and api_version != LEGACY_API_VERSION:
+        raise ConfigError(
+            f"{', '.join(used)} no longer exist{'s' if len(used) == 1 else ''} in API version {api_version}: "
+            "use effort= or thinking= instead, or pass api_version='2023-06-01' to use them with older models"
+        )
+
+
+def build_body(
+    prompt_or_messages: Any,
+    *,
+    model: str,
+    max_tokens: int,
+    api_version: str = DEFAULT_API_VERSION,
+    system: str | list[dict[str, Any]] | None = None,
+    stop_sequences: list[str] | None = None,
+    thinking: Any = None,
+    effort: str | None = None,
+    tools: list[dict[str, Any]] | None = None,
+    tool_choice: dict[str, Any] | None = None,
+    cache_system: bool | str | None = None,
+    cache_prefix: bool | str | None = None,
+    **params: Any,
+) -> dict[str, Any]:
+    """A ``/v1/messages`` body (without ``stream``), checked before anything is sent.
+
+    ``cache_system`` marks the system prompt, ``cache_prefix`` the conversation before the
+    last user turn, with ``cache_control`` (True or '5m' for the 5-minute cache, '1h').
+    Other keyword arguments go into the body as they are.
+    """
+    if api_version not in API_VERSIONS:
+        raise ConfigError(f"api_version must be one of {', '.join(API_VERSIONS)}, got {api_version!r}")
+    if not isinstance(model, str) or not model:
+        raise ConfigError(f"model must be a model ID such as {DEFAULT_MODEL!r}, got {model!r}")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise ConfigError(f"max_tokens must be a positive integer, got {max_tokens!r}")
+    _check_sampling(params, api_version)
+    body: dict[str, Any] = {
+        "model": model,
+        "max_tokens": max_tokens,
+        "messages": _messages(prompt_or_messages),
+    }
+    if system:
+        body["system"] = system
+        if cache_system:
+            blocks = (
+                [{"type": "text", "text": system}] if isinstance(system, str) else [dict(b) for b in system]
+            )
+            blocks[-1]["cache_control"] = _cache_mark(cache_system)
+            body["system"] = blocks
+    if cache_prefix:
+        body["messages"] = _mark_prefix(body["messages"], _cache_mark(cache_prefix))
+    if stop_sequences:
+        if isinstance(stop_sequences, str) or not all(isinstance(s, str) and s for s in stop_sequences):
+            raise ConfigError(f"stop_sequences must be a list of non-empty strings, got {stop_sequences!r}")
+        body["stop_sequences"] = list(stop_sequences)
+    if (t := _thinking(thinking)) is not None:
+        body["thinking"] = t
+    if effort is not None:
+        if effort not in EFFORTS:
+            raise ConfigError(f"effort must be one of {', '.join(EFFORTS)}, got {effort!r}")
+        body["output_config"] = {**params.pop("output_config", {}), "effort": effort}
+    if tools:
+        body["tools"] = tools
+    if tool_choice:
+        body["tool_choice"] = tool_choice
+    body.update({k: v for k, v in params.items() if v is not None})
+    return body
+
+
+def _mark_prefix(messages: list[dict[str, Any]], mark: dict[str, str]) -> list[dict[str, Any]]:
+    """Put ``mark`` on the last block before the final user turn (the part that repeats)."""
+    if len(messages) < 2:
+        return messages
+    out = list(messages)
+    i = len(out) - 2
+    content = out[i]["content"]
+    blocks = [{"type": "text", "text": content}] if isinstance(content, str) else [dict(b) for b in content]
+    if not blocks:
+        return messages
+    blocks[-1]["cache_control"] = mark
+    out[i] = {**out[i], "content": blocks}
+    return out
+
+
+def count_tokens_body(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: body[k] for k in COUNT_TOKENS_FIELDS if k in body}
+
+
+def cache_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """The part of a request body that shapes the answer."""
+    return {k: v for k, v in body.items() if k not in NOT_IN_CACHE_KEY}
+
+
+def text_of(content: list[dict[str, Any]]) -> str:
+    return "".join(b.get("text", "") for b in content if b.get("type") == "text")
+
+
+def parse_error(status: int, content: bytes, headers: Any) -> APIError:
+    """The exception for an error response (body as documented in api-notes §3, or anything else)."""
+    request_id = headers.get("request-id") if headers is not None else None
+    err: dict[str, Any] = {}
+    try:
+        body = json.loads(content)
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            err = body["error"]
+            request_id = body.get("request_id") or request_id
+    except ValueError:
+        body = None
+    etype = err.get("type")
+    message = err.get("message") or (content[:200].decode("utf-8", "replace").strip() or "no error message")
+    cls = error_for_status(status, etype)
+    if status == 429 and (err.get("details") or {}).get("error_code") == "enforced_spend_limit_reached":
+        cls = SpendLimitReached
+        message = (
+            f"{message} (the monthly spend limit is reached: raise it in the Console or wait for the reset)"
+        )
+    return cls(message, status=status, type=etype, request_id=request_id, body=body)
+
+
+def error_from_event(data: dict[str, Any], request_id: str | None) -> APIError:
+    """The exception for an ``error`` event that arrived inside a 200 stream."""
+    err = data.get("error") or {}
+    etype = err.get("type")
+    status = _STATUS_OF_TYPE.get(etype or "", 500)
+    message = f"{err.get('message') or 'error'} (mid-stream)"
+    return error_for_status(status, etype)(
+        message, status=status, type=etype, request_id=request_id, body=data
+    )
+
+
+class MessageAssembler:
+    """Builds a message from the events of one Messages stream (api-notes §2).
+
+    ``feed`` takes an event name and its data line and returns the text it added
+    ("" for anything else). ``done`` is true only once ``message_stop`` arrived;
+    a stream that ends before that is truncated. ``error`` holds the data of an
+    ``error`` event. Unknown events and delta types are ignored, as the API asks.
+    """
+
+    def __init__(self) -> None:
+        self.message: dict[str, Any] = {}
+        self.blocks: list[dict[str, Any]] = []
+        self._parts: dict[int, list[str]] = {}
+        self.usage: dict[str, Any] = {}
+        self.done = False
+        self.error: dict[str, Any] | None = None
+        self.first_delta_at: float | None = None
+
+    def feed(self, event: str, data: str) -> str:
+        if event == "ping" or not data:
+            return ""
+        obj = json.loads(data)
+        kind = obj.get("type", event)
+        if kind == "content_block_delta":
+            return self._delta(obj["index"], obj["delta"])
+        if kind == "content_block_start":
+            self._start(obj["index"], obj["content_block"])
+        elif kind == "content_block_stop":
+            self._stop(obj["index"])
+        elif kind == "message_start":
+            self.message = obj["message"]
+            self.usage = dict(self.message.get("usage") or {})
+        elif kind == "message_delta":
+            self.message.update(obj.get("delta") or {})
+            self.usage.update({k: v for k, v in (obj.get("usage") or {}).items() if v is not None})
+        elif kind == "message_stop":
+            self.done = True
+        elif kind == "error":
+            self.error = obj
+        return ""
+
+    def _start(self, index: int, block: dict[str, Any]) -> None:
+        while len(self.blocks) <= index:
+            self.blocks.append({})
+        self.blocks[index] = dict(block)
+        self._parts[index] = []
+
+    def _delta(self, index: int, delta: dict[str, Any]) -> str:
+        kind = delta.get("type")
+        parts = self._parts.get(index)
+        if parts is None:  # a delta without its start: keep going, the block stays partial
+            self._start(index, {"type": "text" if kind == "text_delta" else "unknown"})
+            parts = self._parts[index]
+        if kind == "text_delta":
+            text: str = delta["text"]
+            parts.append(text)
+            return text
+        if kind == "thinking_delta":
+            parts.append(delta["thinking"])
+        elif kind == "input_json_delta":
+            parts.append(delta["partial_json"])
+        elif kind == "signature_delta":
+            self.blocks[index]["signature"] = self.blocks[index].get("signature", "") + delta["signature"]
+        elif kind == "citations_delta":
+            self.blocks[index].setdefault("citations", []).append(delta.get("citation"))
+        return ""
+
+    def _stop(self, index: int) -> None:
+        block = self.blocks[index]
+        joined = "".join(self._parts.pop(index, []))
+        kind = block.get("type")
+        if kind == "text":
+            block["text"] = block.get("text", "") + joined
+        elif kind == "thinking":
+            block["thinking"] = block.get("thinking", "") + joined
+        elif kind in ("tool_use", "server_tool_use") and joined:
+            block["input"] = json.loads(joined)
+
+    @property
+    def text(self) -> str:
+        """All text so far, complete blocks and the one still arriving."""
+        out = []
+        for i, b in enumerate(self.blocks):
+            if b.get("type") == "text":
+                out.append(b.get("text", ""))
+                out.extend(self._parts.get(i, ()))
+        return "".join(out)
+
+    def content(self) -> list[dict[str, Any]]:
+        """The finished blocks (a block still open is left out)."""
+        return [b for i, b in enumerate(self.blocks) if b and i not in self._parts]
