@@ -1,0 +1,32 @@
+"""A local emulator of the Claude API, for tests, notebooks, benchmarks and offline CI.
+
+A real HTTP server on 127.0.0.1 (standard library only)::
+
+    from claude_magic.emulator import Emulator
+
+    with Emulator(ttft=0.05, token_rate=200) as emu:
+        client = Client(api_key="test", base_url=emu.url)
+        emu.inject("429:retry-after=0.05", "cut:after=3")   # the next two /v1/messages requests
+        ...
+
+It serves ``POST /v1/messages`` (JSON and SSE), ``POST /v1/messages/count_tokens``, Message Batches
+(``/v1/messages/batches``: create, retrieve, list, cancel, delete, results) and ``/v1/models``.
+Replies are deterministic (see :mod:`.generate`), usage follows an approximate tokenizer (see
+:mod:`.tokens`), prompt caching is emulated (:mod:`.caching`), and so are rate limits
+(:mod:`.ratelimit`). Faults, per request with the header ``x-emulator-fault: <spec>`` or queued
+with :meth:`Emulator.inject`, are listed in :mod:`.faults`.
+
+Knobs (constructor keywords, or :meth:`Emulator.configure` while running): ``ttft``, ``token_rate``,
+``rpm``, ``tpm``, ``burst``, ``api_key``, ``batch_duration``, ``min_cache_tokens``,
+``continue_overlap``, ``organization_id``.
+
+Command line: ``python -m claude_magic.emulator --port 8765``. Pytest: the fixtures
+``claude_emulator`` and ``claude_emulator_env`` (``claude_magic.emulator.pytest_plugin``).
+"""
+
+from __future__ import annotations
+
+from .app import DEFAULT_KNOBS, Emulator, RecordedRequest
+from .faults import Fault, FaultSpecError
+
+__all__ = ["DEFAULT_KNOBS", "Emulator", "Fault", "FaultSpecError", "RecordedRequest"]
