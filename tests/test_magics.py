@@ -1,0 +1,579 @@
+"""The magics through a real IPython shell, against the emulator."""
+
+from __future__ import annotations
+
+import _thread
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import IPython
+import pytest
+from IPython.core.displaypub import CapturingDisplayPublisher
+from IPython.core.error import UsageError
+from IPython.testing import globalipapp
+
+import claude_magic
+from claude_magic.magics import ClaudeMagics
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET = "sk-ant-test-SECRET-0123456789abcdef"
+MAGIC_NAMES = {"line": {"claude_chat", "claude_usage", "claude_cache", "claude_emulator", "claude_batch"},
+               "cell": {"claude", "claude_batch"}}
+
+
+def run(ip: Any, code: str) -> Any:
+    result = ip.run_cell(code)
+    result.raise_error()
+    return result.result
+
+
+def fails(ip: Any, code: str) -> BaseException:
+    result = ip.run_cell(code)
+    assert result.error_in_exec is not None, f"{code!r} should have failed"
+    return result.error_in_exec
+
+
+def outputs(ip: Any) -> list[dict[str, Any]]:
+    return list(ip.display_pub.outputs)
+
+
+def final_markdown(ip: Any) -> str:
+    """The text/markdown the last display left (after its updates)."""
+    last = outputs(ip)[-1]["data"]
+    assert set(last) == {"text/markdown", "text/plain"}, last
+    return str(last["text/markdown"])
+
+
+def magics(ip: Any) -> ClaudeMagics:
+    return ip.find_cell_magic("claude").__self__  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def ip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "CLAUDE_MAGIC_OFFLINE", "CLAUDE_MAGIC_DISPLAY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CLAUDE_MAGIC_CACHE_DIR", str(tmp_path / "cache"))
+    globalipapp.start_ipython()  # once per process; then the shell is the global instance
+    shell = IPython.get_ipython()
+    saved = shell.display_pub
+    shell.display_pub = CapturingDisplayPublisher()
+    shell.run_line_magic("load_ext", "claude_magic")
+    yield shell
+    shell.run_line_magic("unload_ext", "claude_magic")
+    shell.display_pub = saved
+    shell.config.pop("ClaudeMagics", None)  # %config settings live in the shell's config
+    ClaudeMagics.last_reply = None
+    for name in ("_claude", "answer"):
+        shell.user_ns.pop(name, None)
+    if hasattr(shell, "parent_header"):
+        del shell.parent_header
+
+
+@pytest.fixture
+def emu(ip: Any, claude_emulator: Any) -> Any:
+    """The shell with the magics pointed at the emulator through %config (display through a handle)."""
+    run(ip, f"%config ClaudeMagics.base_url = {claude_emulator.url!r}")
+    run(ip, f"%config ClaudeMagics.api_key = {SECRET!r}")
+    run(ip, "%config ClaudeMagics.display = 'handle'")
+    return claude_emulator
+
+
+def sent(emulator: Any) -> list[dict[str, Any]]:
+    return [r.json for r in emulator.requests if r.path == "/v1/messages"]
+
+
+def last_prompt(emulator: Any) -> Any:
+    content = sent(emulator)[-1]["messages"][-1]["content"]
+    return content if isinstance(content, str) else content[-1]["text"]
+
+
+# -- loading -------------------------------------------------------------------------------------
+
+
+def test_load_ext_is_fast_and_imports_nothing_heavy() -> None:
+    code = (
+        "import sys, time\n"
+        "from IPython.testing.globalipapp import get_ipython\n"
+        "ip = get_ipython()\n"
+        "t = time.perf_counter(); ip.run_line_magic('load_ext', 'claude_magic')\n"
+        "ms = (time.perf_counter() - t) * 1000\n"
+        "heavy = [m for m in ('httpx', 'diskcache', 'ipywidgets', 'claude_magic.client', "
+        "'claude_magic.cache', 'claude_magic.emulator') if m in sys.modules]\n"
+        "print(ms, heavy, ip.find_cell_magic('claude') is not None)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    ms, rest = out.stdout.split(" ", 1)
+    assert rest.strip() == "[] True"
+    assert float(ms) < 200  # ~5 ms with bytecode cached; generous for a cold, busy CI machine
+
+
+def test_import_claude_magic_is_light_and_exports_lazily() -> None:
+    code = ("import sys, claude_magic\n"
+            "print('httpx' in sys.modules, 'IPython' in sys.modules)\n"
+            "claude_magic.Reply; print('claude_magic.reply' in sys.modules, claude_magic.__version__)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False", "True", "0.1.0"]
+    with pytest.raises(AttributeError, match="nope"):
+        claude_magic.nope  # noqa: B018
+
+
+def test_unload_leaves_nothing_behind_and_reload_works(ip: Any, emu: Any) -> None:
+    run(ip, "%%claude\nhello")
+    old = magics(ip)
+    client = old._client
+    assert client is not None
+    run(ip, "%reload_ext claude_magic")
+    assert client.closed  # the old client was closed, its loop thread stopped
+    assert magics(ip) is not old
+    assert old not in ip.configurables
+    run(ip, "%unload_ext claude_magic")
+    manager = ip.magics_manager
+    for kind, names in MAGIC_NAMES.items():
+        assert not names & set(manager.magics[kind]), kind
+    assert "ClaudeMagics" not in manager.registry
+    assert not any(isinstance(c, ClaudeMagics) for c in ip.configurables)
+    run(ip, "%load_ext claude_magic")  # the fixture unloads it again
+
+
+def test_usage_is_shown_by_claude_question_mark(ip: Any) -> None:
+    doc = ip.find_cell_magic("claude").__doc__
+    for option in ("--model", "--max-tokens", "--system", "--stop", "--effort", "--thinking", "--out",
+                   "--no-cache", "--refresh", "--no-stream", "--chat", "--no-interpolate", "_claude"):
+        assert option in doc, option
+
+
+def test_bad_arguments_are_usage_errors(ip: Any) -> None:
+    assert isinstance(fails(ip, "%%claude --max-tokens 0\nhi"), UsageError)
+    assert "positive integer, got '0'" in str(fails(ip, "%%claude --max-tokens 0\nhi"))
+    assert isinstance(fails(ip, "%%claude --effort huge\nhi"), UsageError)
+    assert "-o needs a variable name" in str(fails(ip, "%%claude -o 1x\nhi"))
+    assert "the cell is empty" in str(fails(ip, "%%claude\n  \n"))
+
+
+# -- %%claude -----------------------------------------------------------------------------------
+
+
+def test_answer_is_streamed_into_one_display_and_left_as_markdown(ip: Any, emu: Any) -> None:
+    emu.configure(token_rate=400)
+    run(ip, "%%claude --max-tokens 60\nWrite two sentences about tea.")
+    reply = ip.user_ns["_claude"]
+    outs = outputs(ip)
+    assert len({o["transient"]["display_id"] for o in outs}) == 1  # one output, updated in place
+    assert outs[0]["update"] is False and all(o["update"] for o in outs[1:])
+    assert len(outs) >= 3  # placeholder, at least one partial redraw, the final answer
+    md = final_markdown(ip)
+    assert md.startswith(reply.text)
+    assert f"<sub>{reply.model} · " in md and " out tokens · $" in md
+    plain = outs[-1]["data"]["text/plain"]
+    assert plain.startswith(reply.text) and plain.rstrip().endswith("s]")
+
+
+def test_last_reply_is_in_underscore_claude_and_on_the_class(ip: Any, emu: Any) -> None:
+    run(ip, "%%claude -o answer\nSay hi")
+    reply = ip.user_ns["_claude"]
+    assert ClaudeMagics.last_reply is reply
+    assert ip.user_ns["answer"] == reply.text and reply.text
+    assert reply.usage.output_tokens > 0 and reply.request_id
+
+
+def test_options_reach_the_request(ip: Any, emu: Any) -> None:
+    run(ip, '%%claude -m claude-haiku-5-5 --max-tokens 77 -s "Be terse." --stop "\\n\\nEND" --stop "###" '
+            "--effort low\nHi")
+    body = sent(emu)[-1]
+    assert body["model"] == "claude-haiku-5-5" and body["max_tokens"] == 77
+    assert body["system"] == "Be terse."
+    assert body["stop_sequences"] == ["\n\nEND", "###"]
+    assert body["output_config"] == {"effort": "low"}
+    assert body["stream"] is True
+    run(ip, "%%claude --no-stream --no-cache\nHi")
+    assert not sent(emu)[-1].get("stream")
+    assert final_markdown(ip).startswith(ip.user_ns["_claude"].text)
+
+
+def test_magic_arguments_beat_config_which_beats_env(ip: Any, emu: Any,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://127.0.0.1:9")  # would fail: %config wins
+    run(ip, "%config ClaudeMagics.model = 'claude-sonnet-5-5'")
+    run(ip, "%config ClaudeMagics.max_tokens = 55")
+    run(ip, "%config ClaudeMagics.system = 'From config.'")
+    run(ip, "%%claude\nOne")
+    assert {k: sent(emu)[-1].get(k) for k in ("model", "max_tokens", "system")} == {
+        "model": "claude-sonnet-5-5", "max_tokens": 55, "system": "From config."}
+    run(ip, "%%claude -m claude-haiku-5-5 --max-tokens 66 -s 'From args.'\nOne")
+    assert {k: sent(emu)[-1].get(k) for k in ("model", "max_tokens", "system")} == {
+        "model": "claude-haiku-5-5", "max_tokens": 66, "system": "From args."}
+
+
+def test_env_is_used_when_config_is_unset(ip: Any, claude_emulator: Any,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", claude_emulator.url)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
+    run(ip, "%config ClaudeMagics.display = 'handle'")
+    run(ip, "%%claude\nfrom the environment")
+    assert last_prompt(claude_emulator) == "from the environment"
+    assert sent(claude_emulator)[-1]["model"] == "claude-opus-5-5"  # the default
+
+
+def test_interpolation_sends_values_and_leaves_the_rest(ip: Any, emu: Any) -> None:
+    run(ip, "city = 'Lyon'\nclass P: name = 'Ada'\np = P()\nnums = [1, 2, 3]")
+    run(ip, "40 + 2")
+    n = ip.execution_count - 1
+    run(ip, "%%claude\n{city} {p.name} {nums[-1]} {Out[" + str(n) + "]} {{city}} "
+            '{"a": {1: 2}} \\frac{a}{b} {unknown} def f(): return {k: v}')
+    assert last_prompt(emu) == ('Lyon Ada 3 42 {city} {"a": {1: 2}} \\frac{a}{b} {unknown} '
+                                "def f(): return {k: v}")
+    run(ip, "%%claude --no-interpolate\n{city}")
+    assert last_prompt(emu) == "{city}"
+
+
+def test_interpolation_error_is_one_line(ip: Any, emu: Any) -> None:
+    run(ip, "nums = [1]")
+    err = fails(ip, "%%claude\n{nums[5]}")
+    assert type(err) is UsageError and "{nums[5]}" in str(err) and "\n" not in str(err)
+    assert sent(emu) == []
+
+
+def test_second_run_is_a_cache_hit(ip: Any, emu: Any) -> None:
+    run(ip, "%%claude\nCache me")
+    first = ip.user_ns["_claude"]
+    run(ip, "%%claude\nCache me")
+    second = ip.user_ns["_claude"]
+    assert len(sent(emu)) == 1
+    assert second.cached and not first.cached and second.text == first.text
+    assert "cached, saved $" in final_markdown(ip)
+    run(ip, "%%claude --no-cache\nCache me")
+    assert len(sent(emu)) == 2 and not ip.user_ns["_claude"].cached
+    run(ip, "%%claude --refresh\nCache me")
+    assert len(sent(emu)) == 3 and not ip.user_ns["_claude"].cached
+    run(ip, "%%claude\nCache me")
+    assert len(sent(emu)) == 3 and ip.user_ns["_claude"].cached
+
+
+@pytest.mark.parametrize("fault, status",
+                         [("401", "401 authentication_error"), ("400", "400 invalid_request_error")])
+def test_api_errors_fail_the_cell_with_one_line(ip: Any, emu: Any, fault: str, status: str,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    emu.inject(fault)
+    err = fails(ip, "%%claude\nThis will fail")
+    assert type(err) is UsageError  # IPython prints it without a traceback
+    message = str(err)
+    assert message.startswith(status) and "(request req_" in message and "\n" not in message
+    assert "Traceback" not in capsys.readouterr().err
+    assert outputs(ip)[-1]["data"] == {"text/markdown": "", "text/plain": ""}  # no stray placeholder
+    assert "_claude" not in ip.user_ns
+
+
+def test_broken_stream_keeps_partial_text_marked_incomplete(ip: Any, emu: Any) -> None:
+    run(ip, "%config ClaudeMagics.max_wait = 0.0")
+    emu.inject(*["cut:after=3"] * 12)
+    err = fails(ip, "%%claude\nTell me a story")
+    assert type(err) is UsageError and str(err).startswith("incomplete answer")
+    md = final_markdown(ip)
+    assert "⚠ incomplete: incomplete answer" in md
+    partial = md.split("\n\n<sub>")[0]
+    assert partial and len(partial) < 2000
+    emu.reset()
+    run(ip, "%%claude\nTell me a story")  # nothing broken was cached
+    assert not ip.user_ns["_claude"].cached
+
+
+def test_interrupt_stops_within_a_second_and_keeps_the_partial_text(ip: Any, emu: Any) -> None:
+    emu.configure(token_rate=30)
+    run(ip, "%config ClaudeMagics.model = 'claude-haiku-5-5'")  # no thinking phase: text comes at once
+    fired: list[float] = []
+
+    def interrupt_when_text_shows() -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if any(o["update"] and len(o["data"]["text/plain"]) > 20 for o in outputs(ip)):
+                break
+            time.sleep(0.01)
+        fired.append(time.monotonic())
+        _thread.interrupt_main()
+
+    threading.Thread(target=interrupt_when_text_shows, daemon=True).start()
+    result = ip.run_cell("%%claude --max-tokens 2000\nTell me a very long story")
+    stopped = time.monotonic()
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    assert stopped - fired[0] < 1.0
+    md = final_markdown(ip)
+    assert "⚠ incomplete: interrupted" in md and len(md.split("\n\n<sub>")[0]) > 20
+    run(ip, "%%claude --no-cache\nStill usable?")  # the client survived the interrupt
+    assert ip.user_ns["_claude"].text
+
+
+def test_thinking_is_shown_collapsed(ip: Any, emu: Any) -> None:
+    run(ip, "%%claude --thinking\nThink about it")
+    reply = ip.user_ns["_claude"]
+    assert sent(emu)[-1]["thinking"]["type"] == "adaptive"
+    md = final_markdown(ip)
+    if reply.thinking:
+        assert md.startswith("<details><summary>Thinking</summary>") and reply.text in md
+    run(ip, "%%claude\nThink about it")
+    assert "<details>" not in final_markdown(ip)
+
+
+def test_text_mode_prints_as_it_streams(ip: Any, emu: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    run(ip, "%config ClaudeMagics.display = 'text'")
+    run(ip, "%%claude\nPrint me")
+    out = capsys.readouterr().out
+    reply = ip.user_ns["_claude"]
+    assert out.startswith(reply.text) and f"[{reply.model} · " in out
+    assert outputs(ip) == []
+
+
+# -- keys ------------------------------------------------------------------------------------------
+
+
+def test_missing_key_says_how_to_set_one(ip: Any, claude_emulator: Any) -> None:
+    run(ip, f"%config ClaudeMagics.base_url = {claude_emulator.url!r}")
+    err = fails(ip, "%%claude\nhi")
+    assert type(err) is UsageError
+    message = str(err)
+    for hint in ("ANTHROPIC_API_KEY", "%config ClaudeMagics.api_key", "%claude_emulator start"):
+        assert hint in message
+    assert "\n" not in message
+
+
+def test_the_key_never_appears_in_outputs(ip: Any, emu: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    run(ip, "%%claude\nhi")
+    run(ip, "%config ClaudeMagics")
+    shown = run(ip, "%config ClaudeMagics.api_key")
+    emu.inject("401")
+    fails(ip, "%%claude --no-cache\nhi")
+    run(ip, "%claude_usage")
+    run(ip, "%claude_cache stats")
+    texts = [capsys.readouterr(), outputs(ip), repr(magics(ip)), repr(magics(ip)._client), repr(shown),
+             json.dumps(ip.user_ns["_claude"].to_dict())]
+    assert SECRET not in str(texts)
+    assert "'<hidden>'" in str(texts[0])
+    assert shown == SECRET  # the value itself is intact, only its repr hides it
+
+
+# -- chat ------------------------------------------------------------------------------------------
+
+
+def in_cell(ip: Any, cell_id: str) -> None:
+    ip.parent_header = {"metadata": {"cellId": cell_id}}
+
+
+def test_chat_shares_history_and_rerunning_a_cell_replaces_its_turn(ip: Any, emu: Any) -> None:
+    in_cell(ip, "c1")
+    run(ip, "%%claude --chat\nMy name is Ada.")
+    first = ip.user_ns["_claude"].text
+    in_cell(ip, "c2")
+    run(ip, "%%claude --chat\nWhat is my name?")
+    msgs = sent(emu)[-1]["messages"]
+    assert [m["role"] for m in msgs] == ["user", "assistant", "user"]
+    assert msgs[0]["content"][0]["text"] == "My name is Ada." and msgs[1]["content"][0]["text"] == first
+    # cache marks on the previous prompt and on the new one
+    assert [("cache_control" in m["content"][-1]) for m in msgs] == [True, False, True]
+    run(ip, "%%claude --chat\nWhat is my name, again?")  # same cell re-run, edited
+    msgs = sent(emu)[-1]["messages"]
+    assert len(msgs) == 3 and msgs[-1]["content"][0]["text"] == "What is my name, again?"
+    assert "replaced this cell's turn 2" in final_markdown(ip)
+    assert [t.prompt for t in magics(ip).chats.get().turns] == ["My name is Ada.", "What is my name, again?"]
+    in_cell(ip, "c1")
+    run(ip, "%%claude --chat\nMy name is Bob.")  # re-running the first cell drops the later turn
+    assert len(sent(emu)[-1]["messages"]) == 1
+    assert "dropped 1 later turn(s)" in final_markdown(ip)
+    assert [t.prompt for t in magics(ip).chats.get().turns] == ["My name is Bob."]
+
+
+def test_named_chats_are_separate_and_can_be_shown_and_reset(ip: Any, emu: Any,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    in_cell(ip, "a")
+    run(ip, "%%claude --chat one\nfirst")
+    in_cell(ip, "b")
+    run(ip, "%%claude --chat two\nsecond")
+    assert len(sent(emu)[-1]["messages"]) == 1
+    run(ip, "%claude_chat show one")
+    assert "**You (1):**\n\nfirst" in final_markdown(ip)
+    run(ip, "%claude_chat")
+    assert "one: 1 turn(s)" in capsys.readouterr().out
+    run(ip, "%claude_chat reset one")
+    assert magics(ip).chats.names() == ["two"]
+    assert "no chat named 'one'" in str(fails(ip, "%claude_chat show one"))
+
+
+def test_chat_without_a_cell_id_keys_turns_by_source(ip: Any, emu: Any) -> None:
+    run(ip, "%%claude --chat\nsame cell")
+    run(ip, "%%claude --chat\nsame cell")
+    assert len(magics(ip).chats.get().turns) == 1
+
+
+def test_chat_budget_drops_oldest_turns_with_a_note(ip: Any, emu: Any) -> None:
+    run(ip, "%config ClaudeMagics.chat_token_budget = 150")
+    for i in range(4):
+        in_cell(ip, f"cell{i}")
+        run(ip, f"%%claude --chat --max-tokens 40\nturn {i} " + "padding " * 20)
+    notes = [o["data"]["text/markdown"] for o in outputs(ip) if "oldest turn" in o["data"]["text/markdown"]]
+    assert notes and "150-token budget" in notes[-1]
+    assert len(magics(ip).chats.get().turns) < 4
+
+
+def test_failed_chat_turn_changes_nothing(ip: Any, emu: Any) -> None:
+    in_cell(ip, "x")
+    run(ip, "%%claude --chat\nkeep me")
+    emu.inject("400")
+    in_cell(ip, "y")
+    fails(ip, "%%claude --chat --no-cache\nfail me")
+    assert [t.prompt for t in magics(ip).chats.get().turns] == ["keep me"]
+
+
+# -- usage, cache, emulator, batch ------------------------------------------------------------------
+
+
+def test_usage_table_lists_models_calls_and_cache_savings(ip: Any, emu: Any) -> None:
+    run(ip, "%%claude\nusage one")
+    run(ip, "%%claude\nusage one")
+    run(ip, "%%claude -m claude-haiku-5-5\nusage two")
+    run(ip, "%claude_usage")
+    md = final_markdown(ip)
+    lines = md.splitlines()
+    assert lines[0].startswith("| model | calls | cache hits | input | output")
+    opus = next(line for line in lines if line.startswith("| claude-opus-5-5 |"))
+    assert opus.split(" | ")[1:3] == ["2", "1"]
+    assert any(line.startswith("| claude-haiku-5-5 | 1 | 0 |") for line in lines)
+    assert lines[-1].startswith("| total | 3 | 1 |")
+
+
+def test_usage_survives_a_client_rebuild(ip: Any, emu: Any) -> None:
+    run(ip, "%%claude\nbefore")
+    run(ip, "%config ClaudeMagics.max_wait = 30.0")  # rebuilds the client on next use
+    run(ip, "%%claude\nafter")
+    assert len(magics(ip).history()) == 2
+
+
+def test_cache_stats_export_clear_import(ip: Any, emu: Any, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    run(ip, "%%claude\ncassette me")
+    capsys.readouterr()
+    run(ip, "%claude_cache stats")
+    assert capsys.readouterr().out.startswith("1 cached answers")
+    cassette = tmp_path / "c.jsonl"
+    run(ip, f"%claude_cache export {cassette}")
+    assert len(cassette.read_text().splitlines()) == 1
+    run(ip, "%claude_cache clear")
+    assert "removed 1 cached answers" in capsys.readouterr().out
+    run(ip, f"%claude_cache import {cassette}")
+    run(ip, "%%claude\ncassette me")
+    assert ip.user_ns["_claude"].cached and len(sent(emu)) == 1
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n")
+    err = fails(ip, f"%claude_cache import {bad}")
+    assert type(err) is UsageError and "bad.jsonl" in str(err)
+    assert "takes stats, clear" in str(fails(ip, "%claude_cache frobnicate"))
+
+
+def test_offline_mode_makes_a_miss_an_error(ip: Any, emu: Any) -> None:
+    run(ip, "%%claude\nrecorded")
+    run(ip, "%config ClaudeMagics.offline = True")
+    run(ip, "%%claude\nrecorded")
+    assert ip.user_ns["_claude"].cached
+    err = fails(ip, "%%claude\nnever recorded")
+    assert type(err) is UsageError and "offline" in str(err) and "never recorded" in str(err)
+
+
+def test_emulator_magic_starts_points_and_stops(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    run(ip, "%config ClaudeMagics.display = 'handle'")
+    run(ip, "%claude_emulator start --ttft 0.01 token_rate=500")
+    m = magics(ip)
+    assert m._emulator is not None and m._emulator.knobs["token_rate"] == 500
+    url = m._emulator.url
+    assert url in capsys.readouterr().out
+    run(ip, "%%claude\nno key needed")
+    assert ip.user_ns["_claude"].text
+    assert "already running" in str(fails(ip, "%claude_emulator start"))
+    run(ip, "%claude_emulator stop")
+    assert m._emulator is None and m._client is None
+    assert "ANTHROPIC_API_KEY" in str(fails(ip, "%%claude --no-cache\nno key now"))
+    assert "unknown emulator setting" in str(fails(ip, "%claude_emulator start --bogus 1"))
+
+
+def test_claude_batch_gets_the_line_unexpanded(ip: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[Any, str, str | None]] = []
+    fake = types.ModuleType("claude_magic.batch_magic")
+    fake.claude_batch = lambda magics, line, cell: calls.append((magics, line, cell))  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "claude_magic.batch_magic", fake)
+    run(ip, "review = 'NOT THIS'\nx = 'NOR THIS'")
+    run(ip, '%claude_batch df.review "Classify {review} $x" -o df.label')
+    assert calls[-1][1] == 'df.review "Classify {review} $x" -o df.label' and calls[-1][2] is None
+    assert calls[-1][0] is magics(ip)
+    run(ip, "%%claude_batch df -o out\nSummarise {review}")
+    assert calls[-1][1:] == ("df -o out", "Summarise {review}\n")
+
+
+# -- in a real kernel (an event loop is already running there) -------------------------------------
+
+
+def _iopub_until(kc: Any, parent: str, done: Any, timeout: float = 20) -> list[dict[str, Any]]:
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            msg = kc.get_iopub_msg(timeout=0.5)
+        except Exception:  # queue.Empty
+            continue
+        if msg["parent_header"].get("msg_id") != parent:
+            continue
+        seen.append(msg)
+        if done(msg):
+            return seen
+    raise AssertionError(f"timed out; saw {[m['msg_type'] for m in seen]}")
+
+
+def _idle(msg: dict[str, Any]) -> bool:
+    return msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle"
+
+
+def test_in_a_real_kernel_streams_into_a_widget_and_stops_on_interrupt(tmp_path: Path) -> None:
+    from jupyter_client.manager import start_new_kernel
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE_MAGIC"))}
+    env["CLAUDE_MAGIC_CACHE_DIR"] = str(tmp_path / "cache")
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(ROOT), env=env)
+    try:
+        setup = ("%load_ext claude_magic\n%claude_emulator start --token-rate 40\n"
+                 "%config ClaudeMagics.model = 'claude-haiku-5-5'")
+        assert kc.execute_interactive(setup, timeout=30)["content"]["status"] == "ok"
+
+        msg_id = kc.execute("%%claude --max-tokens 2000\nTell me a very long story")
+
+        def partial_text_in_widget(msg: dict[str, Any]) -> bool:
+            state = msg["content"].get("data", {}).get("state", {}) if msg["msg_type"] == "comm_msg" else {}
+            return any(len(o["data"]["text/markdown"]) > 20 for o in state.get("outputs", []))
+
+        streamed = _iopub_until(kc, msg_id, partial_text_in_widget)
+        assert any(m["msg_type"] == "update_display_data" and "application/vnd.jupyter.widget-view+json"
+                   in m["content"]["data"] for m in streamed)  # the widget took the placeholder's place
+        interrupted_at = time.monotonic()
+        km.interrupt_kernel()
+        reply = kc.get_shell_msg(timeout=10)
+        assert time.monotonic() - interrupted_at < 1.0
+        assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
+        rest = _iopub_until(kc, msg_id, _idle)
+        final = [m for m in rest if m["msg_type"] == "update_display_data"][-1]["content"]["data"]
+        assert set(final) == {"text/markdown", "text/plain"}  # the widget is gone from the output
+        assert "⚠ incomplete: interrupted" in final["text/markdown"]
+
+        kc.execute("%%claude --chat\nfirst\n")
+        assert kc.get_shell_msg(timeout=30)["content"]["status"] == "ok"
+        kc.execute("%%claude --chat\nsecond\n")
+        assert kc.get_shell_msg(timeout=30)["content"]["status"] == "ok"
+        check = kc.execute_interactive(
+            "m = get_ipython().find_cell_magic('claude').__self__\n"
+            "assert [t.prompt for t in m.chats.get().turns] == ['first', 'second']\n"
+            "assert _claude.text and not _claude.cached", timeout=30)
+        assert check["content"]["status"] == "ok", check["content"]
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
