@@ -156,7 +156,7 @@ def build_body(
     if system:
         body["system"] = system
         if cache_system:
-            blocks = (
+            blocks: list[dict[str, Any]] = (
                 [{"type": "text", "text": system}] if isinstance(system, str) else [dict(b) for b in system]
             )
             blocks[-1]["cache_control"] = _cache_mark(cache_system)
@@ -188,7 +188,9 @@ def _mark_prefix(messages: list[dict[str, Any]], mark: dict[str, str]) -> list[d
     out = list(messages)
     i = len(out) - 2
     content = out[i]["content"]
-    blocks = [{"type": "text", "text": content}] if isinstance(content, str) else [dict(b) for b in content]
+    blocks: list[dict[str, Any]] = (
+        [{"type": "text", "text": content}] if isinstance(content, str) else [dict(b) for b in content]
+    )
     if not blocks:
         return messages
     blocks[-1]["cache_control"] = mark

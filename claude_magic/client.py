@@ -557,7 +557,7 @@ class Client:
     # -- attempts --------------------------------------------------------------------------------
 
     def _note_headers(self, headers: httpx.Headers) -> None:
-        rl = {
+        rl: dict[str, Any] = {
             k[len("anthropic-ratelimit-") :]: v
             for k, v in headers.items()
             if k.startswith("anthropic-ratelimit-")

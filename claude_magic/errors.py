@@ -83,8 +83,10 @@ class APIError(ClaudeError):
         request_id: str | None = None,
         retry_after: float | None = None,
         body: Any = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.message = message
+        self.headers = headers or {}  # the response headers that steer retries
         self.status = status
         self.type = type
         self.request_id = request_id
