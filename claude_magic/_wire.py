@@ -10,7 +10,9 @@ import json
 import re
 from typing import Any
 
+from . import pricing
 from .errors import APIError, ConfigError, SpendLimitReached, error_for_status
+from .reply import Reply, Usage
 
 DEFAULT_MODEL = "claude-opus-5-5"
 DEFAULT_API_VERSION = "2026-10-21"
@@ -211,6 +213,23 @@ def text_of(content: list[dict[str, Any]]) -> str:
     return "".join(b.get("text", "") for b in content if b.get("type") == "text")
 
 
+def status_of_type(error_type: str | None) -> int:
+    """The HTTP status an error type stands for (for errors that arrive without one)."""
+    return _STATUS_OF_TYPE.get(error_type or "", 500)
+
+
+def reply_from_message(message: dict[str, Any], *, model: str = "", batch: bool = False,
+                       usage: Usage | None = None, **fields: Any) -> Reply:
+    """A priced ``Reply`` from a Messages API message (``usage`` replaces the message's own)."""
+    content = message.get("content") or []
+    usage = usage if usage is not None else Usage.from_api(message.get("usage"))
+    name = message.get("model") or model
+    return Reply(text=fields.pop("text", None) or text_of(content), content=content,
+                 stop_reason=message.get("stop_reason"), stop_sequence=message.get("stop_sequence"),
+                 usage=usage, model=name, id=message.get("id", ""),
+                 cost=pricing.cost(name, usage, batch=batch), batch=batch, **fields)
+
+
 def parse_error(status: int, content: bytes, headers: Any) -> APIError:
     """The exception for an error response (body as documented in api-notes §3, or anything else)."""
     request_id = headers.get("request-id") if headers is not None else None
@@ -237,7 +256,7 @@ def error_from_event(data: dict[str, Any], request_id: str | None) -> APIError:
     """The exception for an ``error`` event that arrived inside a 200 stream."""
     err = data.get("error") or {}
     etype = err.get("type")
-    status = _STATUS_OF_TYPE.get(etype or "", 500)
+    status = status_of_type(etype)
     message = f"{err.get('message') or 'error'} (mid-stream)"
     return error_for_status(status, etype)(
         message, status=status, type=etype, request_id=request_id, body=data

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import httpx
 from httpx_sse import EventSource
 
-from . import _wire, pricing
+from . import _httpcore_fix, _wire
 from .cache import ResponseCache
 from .errors import (
     APIConnectionError,
@@ -339,12 +339,18 @@ class Client:
                     self._loop = loop
         return self._loop
 
-    def _submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Schedule ``coro`` on the client's loop thread; the caller decides how to wait."""
         return asyncio.run_coroutine_threadsafe(coro, self._ensure_loop())
+
+    @property
+    def paused_until(self) -> float:
+        """``time.monotonic()`` until which a server's ``retry-after`` pauses every request."""
+        return self._pause_until
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the client's loop and wait for it; Ctrl-C cancels it (within a second)."""
-        fut = self._submit(coro)
+        fut = self.submit(coro)
         try:
             return fut.result()
         except KeyboardInterrupt:
@@ -354,6 +360,7 @@ class Client:
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
+            _httpcore_fix.apply()
             self._http = httpx.AsyncClient(
                 base_url=self.base_url,
                 transport=self._transport,
@@ -448,7 +455,7 @@ class Client:
             return hit
         headers = self._headers(prep.headers)
         q: queue.SimpleQueue[Any] | None = queue.SimpleQueue() if on_text is not None else None
-        fut = self._submit(self._call(prep, headers, q.put if q is not None else None))
+        fut = self.submit(self._call(prep, headers, q.put if q is not None else None))
         try:
             if q is not None and on_text is not None:
                 fut.add_done_callback(lambda _: q.put(_DONE))
@@ -529,29 +536,17 @@ class Client:
 
     def _reply(self, call: _Call, message: dict[str, Any], latency: float) -> Reply:
         usage = call.usage + Usage.from_api(message.get("usage"))
-        content = message.get("content") or []
         if call.resumed:
             # One text block with everything shown; thinking from the first attempt, tool calls from the last.
-            content = (
+            blocks = message.get("content") or []
+            message = {**message, "content": (
                 [b for b in call.earlier_blocks if b.get("type") != "text"]
                 + [{"type": "text", "text": call.shown}]
-                + [b for b in content if b.get("type") not in ("text", "thinking", "redacted_thinking")]
-            )
-        model = message.get("model") or call.body["model"]
-        return Reply(
-            text=call.shown if call.resumed else _wire.text_of(content),
-            content=content,
-            stop_reason=message.get("stop_reason"),
-            stop_sequence=message.get("stop_sequence"),
-            usage=usage,
-            model=model,
-            id=message.get("id", ""),
-            request_id=call.request_id,
-            retries=call.retries,
-            resumed=call.resumed,
-            ttft=call.ttft,
-            latency=latency,
-            cost=pricing.cost(model, usage),
+                + [b for b in blocks if b.get("type") not in ("text", "thinking", "redacted_thinking")]
+            )}
+        return _wire.reply_from_message(
+            message, model=call.body["model"], usage=usage, request_id=call.request_id,
+            retries=call.retries, resumed=call.resumed, ttft=call.ttft, latency=latency,
         )
 
     # -- attempts --------------------------------------------------------------------------------
