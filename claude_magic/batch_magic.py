@@ -1,0 +1,362 @@
+"""``%claude_batch``: the magic over :func:`claude_magic.batch.run_batch`.
+
+``magics.py`` registers it (``@no_var_expand``, so ``{review}`` and ``$x`` in the template reach
+us untouched) and calls :func:`claude_batch` with the ``ClaudeMagics`` instance. This module
+only parses, resolves SOURCE and DEST in the user's namespace and shows progress; pandas and
+the engine are imported on first use so that loading the extension stays fast.
+
+The line is split with a bracket-aware splitter rather than ``parse_argstring``'s shell rules,
+which would turn ``df["col"]`` into ``df[col]``; the tokens then go to the same
+``magic_arguments`` parser, so ``%claude_batch?`` shows the usage and bad arguments are
+``UsageError`` one-liners.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic_arguments import argument, magic_arguments
+
+from .errors import ClaudeError
+
+if TYPE_CHECKING:
+    from .batch import BatchResult, Progress
+
+__all__ = ["claude_batch", "split_line"]
+
+RESULT_NAME = "_claude_batch"  # the last BatchResult, in the user's namespace (as _ is the last output)
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+# df  |  df.col  |  df["col"]  |  df['col']
+_REF = re.compile(rf"""^(?P<name>{_NAME})(?:\.(?P<attr>{_NAME})|\[\s*(?P<q>["'])(?P<key>.*)(?P=q)\s*\])?$""")
+_OPEN = {"(": ")", "[": "]", "{": "}"}
+
+
+def split_line(line: str) -> list[str]:
+    """Split at whitespace outside quotes and brackets. A token that is entirely one quoted
+    string loses its quotes (``\\"`` and ``\\\\`` inside are unescaped); any other token is kept
+    exactly as typed, so ``df["my col"]`` stays one token with its quotes."""
+    tokens: list[str] = []
+    current: list[str] = []
+    depth: list[str] = []
+    quote = ""
+    i = 0
+    while i < len(line):
+        ch = line[i]
+        if quote:
+            current.append(ch)
+            if ch == "\\" and i + 1 < len(line):
+                current.append(line[i + 1])
+                i += 1
+            elif ch == quote:
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+            current.append(ch)
+        elif ch in _OPEN:
+            depth.append(_OPEN[ch])
+            current.append(ch)
+        elif depth and ch == depth[-1]:
+            depth.pop()
+            current.append(ch)
+        elif ch.isspace() and not depth:
+            if current:
+                tokens.append("".join(current))
+                current = []
+        else:
+            current.append(ch)
+        i += 1
+    if quote:
+        raise UsageError(f"unclosed {quote} quote in: {line.strip()}")
+    if current:
+        tokens.append("".join(current))
+    return [_unquote(t) for t in tokens]
+
+
+def _unquote(token: str) -> str:
+    if len(token) >= 2 and token[0] in "\"'" and token[-1] == token[0]:
+        body = token[1:-1]
+        q = token[0]
+        # the whole token must be one quoted string: no unescaped quote inside
+        if not re.search(rf"(?<!\\)(?:\\\\)*{q}", body):
+            return re.sub(rf"\\([\\{q}])", r"\1", body)
+    return token
+
+
+@magic_arguments()
+@argument("source", help="the rows: df.col, df['col'], a DataFrame, a Series or a list of strings "
+          "(any expression without spaces)")
+@argument("template", nargs="?", default=None,
+          help="the prompt, quoted, with {column} placeholders ({value} for a Series or list); "
+          "or the cell body with %%%%claude_batch")
+@argument("-o", "--out", dest="dest", default=None,
+          help="where the answers go: df.new_col, df['new_col'] (a column aligned to the index) or a "
+          "variable name (a Series)")
+@argument("-m", "--model", default=None, help="model ID (default: %%config ClaudeMagics.model)")
+@argument("--max-tokens", type=int, default=None, help="longest answer per row, in tokens")
+@argument("-s", "--system", default=None, help="system prompt for every row")
+@argument("--concurrency", type=int, default=None,
+          help="most requests at once (default: adapts to the rate limit, up to 64)")
+@argument("--api", choices=("live", "batch"), default="live",
+          help="live: Messages API now; batch: Message Batches at half price, results within 24 h")
+@argument("--dry-run", action="store_true", help="send nothing: count tokens and show the cost range")
+@argument("--budget", type=float, default=None,
+          help="USD: start no request that could take the spend past it")
+@argument("--no-cache", action="store_true", help="neither read nor write the response cache")
+@argument("--refresh", action="store_true", help="ask again and overwrite the cached answers")
+def claude_batch(magics: Any, line: str, cell: str | None = None) -> None:
+    """Ask Claude one prompt template per row and store the answers.
+
+    %claude_batch SOURCE "TEMPLATE" -o DEST [options]
+    %%claude_batch SOURCE -o DEST [options]   (the template is the cell body)
+
+    Identical prompts are sent once, cached answers are not sent at all; failed rows stay
+    empty and are listed in _claude_batch.errors (the whole result is _claude_batch).
+    """
+    args = claude_batch.parser.parse_args(split_line(line))  # type: ignore[attr-defined]
+    template = _template(args.template, cell)
+    if args.dest is None and not args.dry_run:
+        raise UsageError("give -o DEST (df.new_col, df['new_col'] or a variable name) for the answers, "
+                         "or use --dry-run")
+    ns = magics.shell.user_ns
+    data = resolve_source(args.source, ns, magics.shell)
+    write = _writer(args.dest, ns) if args.dest is not None else None
+    options = magics.request_options(model=args.model, max_tokens=args.max_tokens, system=args.system)
+    if args.max_tokens is not None and args.max_tokens < 1:
+        raise UsageError(f"--max-tokens must be a positive integer, got {args.max_tokens}")
+    if args.budget is not None and not args.budget > 0:
+        raise UsageError(f"--budget must be a positive number of US dollars, got {args.budget:g}")
+    if args.concurrency is not None and args.concurrency < 1:
+        raise UsageError(f"--concurrency must be a positive integer, got {args.concurrency}")
+
+    from .batch import BatchInterrupted, run_batch
+
+    view = ProgressView(_mode(magics)) if not args.dry_run else None
+    try:
+        client = magics.client
+        result = run_batch(template, data, client=client, concurrency=args.concurrency, api=args.api,
+                           dry_run=args.dry_run, budget=args.budget, cache=not args.no_cache,
+                           refresh=args.refresh, progress=view, **options)
+    except BatchInterrupted as stop:
+        _deliver(stop.result, write, ns, view, interrupted=True)
+        raise
+    except ClaudeError as exc:
+        if view is not None:
+            view.close(None)
+        raise UsageError(str(exc)) from exc
+    if result.dry_run is not None:
+        ns[RESULT_NAME] = result
+        print(result.dry_run)
+        return
+    _deliver(result, write, ns, view)
+    if result.aborted is not None:
+        raise UsageError(str(result.aborted)) from result.aborted
+
+
+def _template(on_line: str | None, cell: str | None) -> str:
+    if cell is not None:
+        if on_line is not None:
+            raise UsageError("give the template on the line or in the cell body, not both")
+        if not cell.strip():
+            raise UsageError("the cell is empty: write the prompt template in it, with {column} placeholders")
+        return cell.strip("\n")
+    if on_line is None:
+        raise UsageError('give the template: %claude_batch SOURCE "TEMPLATE with {column}" -o DEST, '
+                         "or use %%claude_batch with the template in the cell")
+    return on_line
+
+
+def _deliver(result: BatchResult, write: Any, ns: dict[str, Any], view: ProgressView | None,
+             interrupted: bool = False) -> None:
+    """Put the answers in DEST, keep the result as ``_claude_batch`` and leave the summary line."""
+    if write is not None:
+        write(result.series)
+    ns[RESULT_NAME] = result
+    line = f"claude_batch: {result.summary}"
+    if result.summary.failed_rows:
+        line += f" · {RESULT_NAME}.errors lists the failures"
+    if interrupted and result.summary.remaining_rows:
+        line += " · run again to send only what is missing"
+    if view is not None:
+        view.close(line)
+    else:
+        print(line)
+
+
+# --------------------------------------------------------------------------------------------------
+# SOURCE and DEST
+
+
+def resolve_source(source: str, ns: dict[str, Any], shell: Any = None) -> Any:
+    """The rows SOURCE names: a DataFrame, a Series or a list (UsageError otherwise)."""
+    import pandas as pd
+
+    m = _REF.match(source)
+    if m and m["name"] not in ns:
+        raise UsageError(f"SOURCE {source}: {m['name']!r} is not defined")
+    if m:
+        value = ns[m["name"]]
+        column = m["attr"] if m["attr"] is not None else m["key"]
+        if column is not None:
+            if isinstance(value, pd.DataFrame):
+                if column not in value.columns:
+                    have = ", ".join(map(str, value.columns[:30]))
+                    raise UsageError(f"SOURCE {source}: {m['name']} has no column {column!r}; "
+                                     f"columns: {have}")
+                value = value[column]
+            elif m["attr"] is not None:
+                try:
+                    value = getattr(value, column)
+                except AttributeError as exc:
+                    raise UsageError(f"SOURCE {source}: {exc}") from exc
+            else:
+                raise UsageError(f"SOURCE {source}: {m['name']} is a {type(value).__name__}, not a DataFrame")
+    else:
+        try:
+            value = shell.ev(source) if shell is not None else eval(source, ns)  # what the user typed
+        except Exception as exc:
+            raise UsageError(f"SOURCE {source} could not be evaluated: {type(exc).__name__}: {exc}") from exc
+    return _check_rows(source, value)
+
+
+def _check_rows(source: str, value: Any) -> Any:
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(value, (pd.DataFrame, pd.Series)):
+        return value
+    if isinstance(value, (list, tuple, pd.Index, np.ndarray)):
+        return list(value)
+    raise UsageError(f"SOURCE {source} is a {type(value).__name__}: give a DataFrame, a Series, a column "
+                     "(df.col) or a list of strings")
+
+
+def _writer(dest: str, ns: dict[str, Any]) -> Any:
+    """A function that stores the answer Series in DEST; checked now, before anything is sent."""
+    import pandas as pd
+
+    m = _REF.match(dest)
+    if not m:
+        raise UsageError(f"DEST {dest} must be a variable name, df.new_col or df['new_col']")
+    column = m["attr"] if m["attr"] is not None else m["key"]
+    name = m["name"]
+    if column is None:
+        def to_variable(series: pd.Series) -> None:
+            ns[name] = series.rename(name)
+
+        return to_variable
+    frame = ns.get(name)
+    if not isinstance(frame, pd.DataFrame):
+        what = "not defined" if name not in ns else f"a {type(frame).__name__}"
+        raise UsageError(f"DEST {dest}: {name} is {what}; a column needs an existing DataFrame")
+
+    def to_column(series: pd.Series) -> None:
+        try:
+            frame[column] = series  # aligned on the index (as is, when it is the same index)
+        except ValueError as exc:
+            raise UsageError(f"DEST {dest}: the answers do not align with {name}'s index ({exc}); "
+                             "store them in a variable instead") from exc
+
+    return to_column
+
+
+# --------------------------------------------------------------------------------------------------
+# Progress
+
+
+def _mode(magics: Any) -> str:
+    from .display import detect_mode
+
+    requested = getattr(magics, "display", None)
+    return detect_mode(magics.shell, None if requested in (None, "auto") else requested)
+
+
+class ProgressView:
+    """Draws :class:`~claude_magic.batch.Progress` at most ``rate`` times a second.
+
+    ``widget``: an ipywidgets progress bar and a label; ``handle``: a display handle updated in
+    place; ``text``: one line rewritten with ``\\r`` on stderr. ``close(line)`` leaves only the
+    summary line (the bar is removed, so the saved notebook holds plain text).
+    """
+
+    def __init__(self, mode: str = "text", rate: float = 4.0, stream: Any = None) -> None:
+        self.mode = mode
+        self.interval = 1.0 / rate
+        self.stream = stream
+        self._last = float("-inf")
+        self._handle: Any = None
+        self._bar: Any = None
+        self._label: Any = None
+        self._box: Any = None
+        self._width = 0
+        self.draws = 0
+
+    def __call__(self, progress: Progress) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval and not progress.finished:
+            return
+        self._last = now
+        self.draws += 1
+        getattr(self, f"_draw_{self.mode}")(progress)
+
+    def _draw_widget(self, p: Progress) -> None:
+        if self._bar is None:
+            try:
+                import ipywidgets
+                from IPython.display import display
+            except ImportError:
+                self.mode = "handle"
+                return self._draw_handle(p)
+            self._bar = ipywidgets.IntProgress(min=0, max=max(1, p.total), description="claude_batch")
+            self._label = ipywidgets.HTML()
+            self._box = ipywidgets.HBox([self._bar, self._label])
+            self._handle = display(self._box, display_id=True)
+        self._bar.value = p.done + p.failed + p.skipped
+        self._bar.bar_style = "danger" if p.failed else ""
+        self._label.value = _escape(p.line())
+
+    def _draw_handle(self, p: Progress) -> None:
+        text = f"claude_batch: {_bar(p)} {p.line()}"
+        if self._handle is None:
+            from IPython.display import display
+
+            self._handle = display({"text/plain": text}, raw=True, display_id=True)
+        else:
+            self._handle.update({"text/plain": text}, raw=True)
+
+    def _draw_text(self, p: Progress) -> None:
+        out = self.stream or sys.stderr
+        text = f"claude_batch: {_bar(p)} {p.line()}"
+        out.write("\r" + text + " " * max(0, self._width - len(text)))
+        out.flush()
+        self._width = len(text)
+
+    def close(self, line: str | None) -> None:
+        """Replace the bar with ``line`` (None: just remove it)."""
+        if self.mode == "text":
+            out = self.stream or sys.stderr
+            if self._width:
+                out.write("\r" + " " * self._width + "\r")
+                out.flush()
+            if line:
+                print(line)
+            return
+        if self._box is not None:
+            self._box.close()
+        if self._handle is not None:
+            self._handle.update({"text/plain": line or ""}, raw=True)
+        elif line:
+            print(line)
+
+
+def _bar(p: Progress, width: int = 20) -> str:
+    finished = p.done + p.failed + p.skipped
+    filled = int(width * finished / p.total) if p.total else width
+    return "[" + "#" * filled + "." * (width - filled) + "]"
+
+
+def _escape(s: str) -> str:
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -1,0 +1,504 @@
+"""claude_magic.batch: rendering and dedupe (pure), pacing parts, and whole runs against the emulator
+with its rate limit and faults switched on."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from claude_magic import batch
+from claude_magic.batch import (
+    BatchInterrupted,
+    Progress,
+    _Bucket,
+    _Budget,
+    _chunks,
+    _estimate,
+    _spread_sample,
+    _Window,
+    map_prompts,
+    plan_prompts,
+    run_batch,
+)
+from claude_magic.client import Client
+from claude_magic.emulator import Emulator
+from claude_magic.errors import AuthenticationError, ConfigError, NotFoundError
+from claude_magic.interpolate import interpolate
+from claude_magic.pricing import price_for
+from claude_magic.reply import Reply, Usage
+
+MODEL = "claude-haiku-5-5"
+
+
+# --------------------------------------------------------------------------------------------------
+# plan_prompts: rendering, dedupe, missing values
+
+
+def test_plan_dedupes_in_row_order_and_skips_missing_values() -> None:
+    df = pd.DataFrame({"review": ["good", "bad", None, "good", np.nan, "ok"],
+                       "product": ["a", "b", "c", "a", "d", "a"]},
+                      index=[10, 11, 12, 13, 14, 15])
+    plan = plan_prompts("Review of {product}: {review}", df)
+    assert plan.prompts == ["Review of a: good", "Review of b: bad", "Review of a: ok"]
+    assert plan.codes.tolist() == [0, 1, -1, 0, -1, 2]
+    assert plan.index[plan.skipped].tolist() == [12, 14]
+    assert plan.columns == ["product", "review"]
+
+
+def test_only_used_columns_decide_missing_rows() -> None:
+    df = pd.DataFrame({"review": ["a", "b"], "unused": [None, None]})
+    assert plan_prompts("{review}", df).skipped.tolist() == []
+
+
+def test_braces_follow_the_package_rules() -> None:
+    df = pd.DataFrame({"x": ["1"]})
+    template = 'JSON {"a": {"b": 2}} {{x}} {x} \\frac{a}{b} {{"k": 1}}'
+    assert plan_prompts(template, df).prompts == ['JSON {"a": {"b": 2}} {x} 1 \\frac{a}{b} {{"k": 1}}']
+
+
+def test_unknown_placeholder_lists_the_columns_before_anything_is_sent() -> None:
+    df = pd.DataFrame({"review": ["a"], "product_name": ["b"]})
+    with pytest.raises(ConfigError, match=r"\{reviw\} names no column; the data has: review, product_name"):
+        plan_prompts("Classify {reviw}", df)
+
+
+def test_series_and_lists_use_value_or_the_series_name() -> None:
+    s = pd.Series(["x", "y", "x"], name="text", index=["a", "b", "c"])
+    plan = plan_prompts("T {text} / {value}", s)
+    assert plan.prompts == ["T x / x", "T y / y"]
+    assert plan.index.tolist() == ["a", "b", "c"]
+    assert plan_prompts("Q: {value}", ["p", None, "p"]).codes.tolist() == [0, -1, 0]
+    with pytest.raises(ConfigError, match=r"the data has: value \(or text\)"):
+        plan_prompts("{review}", s)
+
+
+def test_cells_that_render_alike_become_one_prompt() -> None:
+    # different value pairs, same text: dedupe is on the rendered prompt
+    df = pd.DataFrame({"a": ["x", "xy"], "b": ["yz", "z"]})
+    plan = plan_prompts("{a}{b}", df)
+    assert plan.prompts == ["xyz"] and plan.codes.tolist() == [0, 0]
+
+
+def test_unhashable_cells_and_non_string_values() -> None:
+    df = pd.DataFrame({"tags": [["a"], ["b"], ["a"]], "n": [1, 2, 1]})
+    plan = plan_prompts("{tags} {n}", df)
+    assert plan.prompts == ["['a'] 1", "['b'] 2"]
+    assert plan.codes.tolist() == [0, 1, 0]
+
+
+def test_attribute_placeholders_go_through_interpolate() -> None:
+    df = pd.DataFrame({"when": pd.to_datetime(["2024-01-05", "2025-02-06"])})
+    assert plan_prompts("year {when.year}", df).prompts == ["year 2024", "year 2025"]
+
+
+def test_empty_template_is_refused() -> None:
+    with pytest.raises(ConfigError, match="template is empty"):
+        plan_prompts("  ", ["a"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(template=st.text(alphabet="ab{}\\ x_\"'", max_size=30),
+       rows=st.lists(st.text(alphabet="ab{}x ", max_size=4), min_size=1, max_size=6))
+def test_fast_rendering_equals_interpolate(template: str, rows: list[str]) -> None:
+    """The split-once path must give exactly what interpolate gives for every row."""
+    s = pd.Series(rows, name="x")
+    try:
+        plan = plan_prompts(template, s)
+    except ConfigError:
+        return
+    for i, value in enumerate(rows):
+        expected = interpolate(template, {"x": value, "value": value})
+        assert plan.prompts[plan.codes[i]] == expected
+
+
+def test_planning_100k_rows_is_linear_and_fast() -> None:
+    n = 100_000
+    df = pd.DataFrame({"review": [f"review {i % 100}" for i in range(n)],
+                       "product": [f"p{i % 7}" for i in range(n)]})
+    started = time.perf_counter()
+    plan = plan_prompts("Classify {review} about {product}", df)
+    assert time.perf_counter() - started < 1.0
+    assert len(plan.prompts) == 700 and len(plan.codes) == n
+
+
+# --------------------------------------------------------------------------------------------------
+# pacing parts
+
+
+def test_window_slow_starts_then_halves_once_per_round_trip() -> None:
+    w = _Window(cap=64, start=4)
+    for _ in range(10):
+        w.success()
+    assert w.limit == 14  # slow start: +1 per success
+    t0 = time.monotonic()
+    w.congestion(started_at=t0)
+    assert w.limit == 7
+    w.congestion(started_at=t0)  # began before the cut: same congestion event
+    assert w.limit == 7
+    for _ in range(7):
+        w.success()  # congestion avoidance: about +1 per window
+    assert w.limit == 7 or w.limit == 8
+    for _ in range(3000):
+        w.success()
+    assert w.limit == 64  # the cap holds
+
+
+def test_bucket_waits_for_refill_and_counts_what_is_in_flight() -> None:
+    b = _Bucket("requests")
+    assert b.delay(0.0, 1.0) == 0.0  # nothing known yet: no pacing
+    b.read({"requests-limit": "600", "requests-remaining": "3", "at": 100.0}, in_flight_cost=2)
+    assert b.delay(100.0, 1.0) == 0.0  # 3 left, 2 of them maybe taken by requests in flight
+    b.take(1)
+    assert b.delay(100.0, 1.0) == pytest.approx(0.1)  # 10 a second refill
+    assert b.delay(100.1, 1.0) == pytest.approx(0.0)
+
+
+def test_budget_reserves_max_tokens_per_request_in_flight() -> None:
+    price = price_for(MODEL)
+    assert price is not None
+    budget = _Budget(limit=3 * 20 * price.output / 1e6 * 1.05, price=price, max_tokens=20, batch=False)
+    assert budget.reserve(0, "a") and budget.reserve(1, "b")
+    assert not budget.reserve(2, "c" * 10_000)  # a long prompt would not fit with two in flight
+    reply = Reply("x", [], "end_turn", None, Usage(5, 3), MODEL, "m", cost=1e-7)
+    budget.settle(0, reply, "a")
+    assert budget.reserve(2, "c")
+
+
+def test_chunks_split_by_count_and_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(batch, "MAX_BATCH_REQUESTS", 3)
+    reqs = [{"custom_id": str(i)} for i in range(7)]
+    assert [len(c) for c in _chunks(reqs, [10] * 7)] == [3, 3, 1]
+    monkeypatch.setattr(batch, "MAX_BATCH_BYTES", 300)
+    assert [len(c) for c in _chunks(reqs[:3], [100, 100, 100])] == [2, 1]
+
+
+def test_estimate_is_exact_when_everything_was_counted_and_brackets_the_truth_otherwise() -> None:
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(20, 2000, size=5000)
+    tokens = (sizes / 4 + rng.normal(0, 5, size=5000)).round().astype(int)
+    assert _estimate(sizes[:10], list(range(10)), list(tokens[:10])) == (tokens[:10].sum(),) * 3
+    sample = _spread_sample([" " * int(s) for s in sizes], 50)
+    assert len(sample) == 50 and len(set(sample)) == 50
+    est, low, high = _estimate(sizes, sample, [int(tokens[i]) for i in sample])
+    assert low <= tokens.sum() <= high
+    assert high - low < 0.05 * tokens.sum()
+
+
+def test_progress_line() -> None:
+    p = Progress(total=1000, done=400, cached=100, failed=2, skipped=3, rate=12.5, eta=40, cost=0.0123)
+    assert p.line() == ("405/1,000 rows · 100 cached · 2 failed · 3 skipped · 12.5 req/s · ETA 40.0 s · "
+                        "$0.0123 · starting")
+
+
+# --------------------------------------------------------------------------------------------------
+# against the emulator
+
+
+@pytest.fixture
+def emu(claude_emulator: Emulator) -> Emulator:
+    return claude_emulator
+
+
+@pytest.fixture
+def client(emu: Emulator, tmp_path: Path) -> Iterator[Client]:
+    c = Client(api_key="sk-test", base_url=emu.url, cache_dir=tmp_path / "cache", max_tokens=16)
+    yield c
+    c.close()
+
+
+def posts(emu: Emulator, path: str = "/v1/messages") -> list[Any]:
+    return [r for r in emu.requests if r.method == "POST" and r.path == path]
+
+
+def reviews(n: int, distinct: int) -> pd.DataFrame:
+    words = ["great", "awful", "fine", "ok", "meh"]
+    return pd.DataFrame({"review": [f"{words[i % distinct % 5]} product {i % distinct}" for i in range(n)]},
+                        index=pd.RangeIndex(1000, 1000 + n))
+
+
+def expected_texts(emu: Emulator, prompts: list[str]) -> dict[str, str]:
+    """What the emulator answers for each prompt, asked one by one without any cache."""
+    with Client(api_key="sk-test", base_url=emu.url, cache=False, max_tokens=16) as c:
+        return {p: c.complete(p, model=MODEL, stream=False).text for p in prompts}
+
+
+def test_rate_limit_and_faults_lose_nothing_duplicate_nothing_and_keep_order(emu: Emulator,
+                                                                             client: Client) -> None:
+    emu.configure(rpm=3000)  # 50 a second, one second of burst
+    faults = ["529", "500", "429:retry-after=0.05", "503", "529:retry-after=0.05", "502"]
+    emu.inject(*faults)
+    df = reviews(300, 120)
+    df.loc[1005, "review"] = None
+    seen: list[Progress] = []
+    result = run_batch("Classify: {review}", df, client=client, model=MODEL, progress=seen.append)
+
+    unique = sorted({f"Classify: {r}" for r in df["review"].dropna()})
+    sent = posts(emu)
+    # each fault costs one extra attempt; a 429 from the limiter itself (when the pacing mirror is
+    # a little behind on a loaded machine) costs one more, and is counted as a retry too
+    assert result.summary.retries >= len(faults)
+    assert len(sent) == len(unique) + result.summary.retries
+    assert sorted({r.json["messages"][0]["content"] for r in sent}) == unique  # dedupe is exact
+    assert result.series.index.equals(df.index)
+    assert result.series.isna().tolist() == [i == 1005 for i in df.index]
+    answers = expected_texts(emu, unique)
+    for label, review in df["review"].items():
+        if pd.notna(review):
+            assert result.series[label] == answers[f"Classify: {review}"]
+    s = result.summary
+    assert (s.rows, s.unique, s.sent, s.failed_rows, s.skipped_rows) == (300, 120, 120, 0, 1)
+    assert result.skipped.tolist() == [1005]
+    assert seen[-1].finished and seen[-1].done == 299
+    assert "300 rows → 120 unique prompts" in str(s)
+
+
+def test_a_rerun_is_served_from_the_cache(emu: Emulator, client: Client) -> None:
+    df = reviews(50, 20)
+    first = map_prompts("Say {review}", df, client=client, model=MODEL)
+    assert len(posts(emu)) == 20
+    again = map_prompts("Say {review}", df, client=client, model=MODEL)
+    assert len(posts(emu)) == 20
+    assert again.equals(first)
+    assert again.attrs["claude"]["cached_rows"] == 50 and again.attrs["claude"]["sent"] == 0
+    refreshed = run_batch("Say {review}", df, client=client, model=MODEL, refresh=True)
+    assert len(posts(emu)) == 40 and refreshed.summary.sent == 20
+    no_cache = run_batch("Say {review}", df, client=client, model=MODEL, cache=False)
+    assert len(posts(emu)) == 60 and no_cache.summary.cached_rows == 0
+
+
+def test_rows_that_fail_stay_empty_and_are_listed(emu: Emulator, client: Client) -> None:
+    emu.inject("400")  # a 400 is not retried: that prompt's rows fail, the run goes on
+    df = pd.DataFrame({"q": ["a", "b", "a", "c"]})
+    result = run_batch("Q {q}", df, client=client, model=MODEL, concurrency=1)
+    assert result.series.isna().tolist() == [True, False, True, False]
+    assert result.errors["row"].tolist() == [0, 2]
+    assert result.errors["status"].tolist() == [400, 400]
+    assert set(result.errors["type"]) == {"invalid_request_error"}
+    assert result.summary.failed_rows == 2 and result.aborted is None
+
+
+def test_an_error_every_row_would_share_stops_the_run_at_once(emu: Emulator, tmp_path: Path) -> None:
+    emu.configure(api_key="sk-right")
+    with Client(api_key="sk-wrong", base_url=emu.url, cache_dir=tmp_path / "c") as c:
+        result = run_batch("Q {value}", [f"q{i}" for i in range(200)], client=c, model=MODEL)
+        assert isinstance(result.aborted, AuthenticationError)
+        assert len(posts(emu)) <= batch.START_WINDOW
+        assert "stopped early: 401 authentication_error" in str(result.summary)
+        with pytest.raises(AuthenticationError):
+            map_prompts("Q {value}", ["x"], client=c, model=MODEL)
+    emu.configure(api_key=None)
+    with Client(api_key="sk-any", base_url=emu.url, cache_dir=tmp_path / "d") as c:
+        with pytest.raises(NotFoundError):
+            map_prompts("Q {value}", [f"q{i}" for i in range(50)], client=c, model="claude-nonexistent-9")
+
+
+def test_interrupt_keeps_completed_rows_and_a_rerun_sends_only_the_rest(emu: Emulator,
+                                                                        client: Client) -> None:
+    emu.configure(rpm=600)  # 10 a second: the run takes seconds, the interrupt comes early
+    df = reviews(200, 60)
+    fired: list[float] = []
+
+    def interrupt(p: Progress) -> None:
+        if p.done >= 30 and not fired:
+            fired.append(time.monotonic())
+            raise KeyboardInterrupt
+
+    with pytest.raises(BatchInterrupted) as caught:
+        run_batch("Sum {review}", df, client=client, model=MODEL, progress=interrupt)
+    assert time.monotonic() - fired[0] < 1.0  # stopped within a second
+    partial = caught.value.result
+    done = partial.series.notna()
+    assert 30 <= done.sum() < 200
+    assert partial.summary.remaining_rows == 200 - done.sum()
+    assert "interrupted" in str(partial.summary)
+    sent_before = len(posts(emu))
+    finished_prompts = {f"Sum {r}" for r in df["review"][done]}
+
+    emu.configure(rpm=None)
+    rest = run_batch("Sum {review}", df, client=client, model=MODEL)
+    resent = [r.json["messages"][0]["content"] for r in posts(emu)[sent_before:]]
+    assert sorted(resent) == sorted({f"Sum {r}" for r in df["review"]} - finished_prompts)
+    assert rest.series[done].equals(partial.series[done])
+    assert rest.series.notna().all()
+
+
+def test_budget_stops_starting_requests_and_says_what_remains(emu: Emulator, client: Client) -> None:
+    price = price_for(MODEL)
+    assert price is not None
+    per_request_worst = (40 * price.input + 16 * price.output) / 1e6
+    limit = 6 * per_request_worst
+    result = run_batch("B {value}", [f"item {i}" for i in range(40)], client=client, model=MODEL,
+                       budget=limit, concurrency=2)
+    s = result.summary
+    assert 0 < s.sent < 40
+    assert s.cost is not None and s.cost <= limit
+    assert s.remaining_rows == 40 - s.sent and len(result.remaining) == s.remaining_rows
+    assert "budget" in str(s) and f"{s.remaining_rows:,} rows remain" in str(s)
+    assert len(posts(emu)) == s.sent
+
+
+def test_dry_run_sends_no_message_and_brackets_the_token_count(emu: Emulator, client: Client) -> None:
+    df = pd.DataFrame({"text": [("word " * (1 + (i * 37) % 300)) + str(i) for i in range(130)] * 2})
+    run_batch("Summarise: {text}", df.head(10), client=client, model=MODEL, max_tokens=100)  # 10 cached
+    emu.reset()
+    result = run_batch("Summarise: {text}", df, client=client, model=MODEL, dry_run=True, max_tokens=100)
+    report = result.dry_run
+    assert report is not None
+    assert posts(emu) == []
+    assert len(posts(emu, "/v1/messages/count_tokens")) == batch.DRY_RUN_SAMPLE
+    counts = (report.rows, report.unique, report.duplicates, report.cached, report.to_send)
+    assert counts == (260, 130, 130, 10, 120)
+    assert report.counted == 50
+    with Client(api_key="k", base_url=emu.url, cache=False) as c:
+        truth = sum(c.count_tokens(f"Summarise: {t}", model=MODEL) for t in df["text"].iloc[10:130])
+    assert report.input_tokens_low <= truth <= report.input_tokens_high
+    price = price_for(MODEL)
+    assert price is not None and report.cost_high is not None and report.cost_low is not None
+    assert report.cost_high >= 120 * 100 * price.output / 1e6
+    assert "130 duplicate rows" in str(report) and "10 cached" in str(report)
+    assert result.series.isna().all()
+
+
+def test_dry_run_counts_every_prompt_when_there_are_few(emu: Emulator, client: Client) -> None:
+    report = run_batch("Q {value}", ["a", "b", "a"], client=client, model=MODEL, dry_run=True).dry_run
+    assert report is not None and report.counted == report.to_send == 2
+    assert report.input_tokens_low == report.input_tokens == report.input_tokens_high
+    assert "(counted)" in str(report)
+
+
+# --------------------------------------------------------------------------------------------------
+# Message Batches
+
+
+def test_batch_api_fills_rows_caches_at_batch_price(emu: Emulator, client: Client) -> None:
+    df = reviews(40, 15)
+    result = run_batch("Tag {review}", df, client=client, model=MODEL, api="batch", poll_interval=0.05)
+    assert len(posts(emu, "/v1/messages/batches")) == 1
+    assert posts(emu) == []
+    created = posts(emu, "/v1/messages/batches")[0].json["requests"]
+    assert len(created) == 15
+    assert all(len(r["custom_id"]) == 64 for r in created)
+    answers = expected_texts(emu, sorted({f"Tag {r}" for r in df["review"]}))
+    assert all(result.series[i] == answers[f"Tag {r}"] for i, r in df["review"].items())
+    assert result.summary.api == "batch" and result.summary.batch_ids
+    history = [r for r in client.history if r.batch]
+    assert len(history) == 15
+    live_cost = sum((r.usage.input_tokens * 0.10 + r.usage.output_tokens * 0.50) / 1e6 for r in history)
+    assert result.summary.cost == pytest.approx(live_cost / 2)
+    # every answer is now in the response cache: a live re-run sends nothing
+    again = run_batch("Tag {review}", df, client=client, model=MODEL)
+    assert again.summary.sent == 0 and again.series.equals(result.series)
+
+
+def test_batch_api_resumes_the_same_batch_after_a_restart(emu: Emulator, tmp_path: Path) -> None:
+    emu.configure(batch_duration=3.0)
+    df = reviews(30, 12)
+
+    def stop_while_waiting(p: Progress) -> None:
+        if p.status.startswith("batch "):
+            raise KeyboardInterrupt
+
+    cache_dir = tmp_path / "shared-cache"
+    with Client(api_key="k", base_url=emu.url, cache_dir=cache_dir, max_tokens=16) as first:
+        with pytest.raises(BatchInterrupted) as caught:
+            run_batch("R {review}", df, client=first, model=MODEL, api="batch", poll_interval=0.05,
+                      progress=stop_while_waiting)
+    assert "run again to resume polling" in str(caught.value.result.summary)
+    batch_id = caught.value.result.summary.batch_ids[0]
+
+    with Client(api_key="k", base_url=emu.url, cache_dir=cache_dir, max_tokens=16) as restarted:
+        result = run_batch("R {review}", df, client=restarted, model=MODEL, api="batch", poll_interval=0.05)
+    assert len(posts(emu, "/v1/messages/batches")) == 1  # paid once
+    assert result.summary.batch_ids == [batch_id]
+    assert result.series.notna().all() and result.summary.sent == 12
+
+
+def test_canceled_batch_rows_are_reported_and_rerun_live(emu: Emulator, client: Client) -> None:
+    emu.configure(batch_duration=1.0)
+    df = reviews(20, 20)
+    canceled: list[str] = []
+
+    def cancel_midway(p: Progress) -> None:
+        if p.status.startswith("batch ") and not canceled and p.elapsed > 0.5:
+            batch_id = p.status.split()[1]
+            canceled.append(batch_id)
+            client.cancel_batch(batch_id)
+
+    result = run_batch("C {review}", df, client=client, model=MODEL, api="batch", poll_interval=0.05,
+                       progress=cancel_midway)
+    failed = result.summary.failed_rows
+    assert 0 < failed < 20
+    assert set(result.errors["type"]) == {"canceled"}
+    assert result.series.isna().sum() == failed
+    live = run_batch("C {review}", df, client=client, model=MODEL)
+    assert len(posts(emu)) == failed and live.series.notna().all()
+
+
+def test_batch_results_errored_expired_and_missing_are_row_errors() -> None:
+    plan = plan_prompts("{value}", ["a", "b", "c", "d"])
+    state = batch._State(plan)
+
+    class FakeCache:
+        stored: dict[str, Any] = {}
+
+        def set(self, key: str, value: Any) -> None:
+            self.stored[key] = value
+
+    class FakeClient:
+        cache = FakeCache()
+        history: list[Reply] = []
+
+    opts = batch._Options(MODEL, 16, None, None, "batch", None, True, False, 0.1, {})
+    keys = {0: "k0", 1: "k1", 2: "k2", 3: "k3"}
+    engine = batch._Batches(FakeClient(), opts, state, [0, 1, 2, 3], keys, None)  # type: ignore[arg-type]
+    message = {"id": "msg", "model": MODEL, "content": [{"type": "text", "text": "A"}],
+               "stop_reason": "end_turn", "usage": {"input_tokens": 10, "output_tokens": 2}}
+    lines = [
+        {"custom_id": "k2", "result": {"type": "expired"}},
+        {"custom_id": "k0", "result": {"type": "succeeded", "message": message}},
+        {"custom_id": "k1", "result": {"type": "errored", "error": {"type": "error", "error": {
+            "type": "invalid_request_error", "message": "bad"}, "request_id": "req_1"}}},
+    ]
+    engine._collect([{"custom_id": k} for k in keys.values()], lines, {v: k for k, v in keys.items()})
+    assert state.texts == ["A", None, None, None]
+    assert FakeClient.cache.stored["k0"]["batch"] is True
+    assert FakeClient.cache.stored["k0"]["cost"] == pytest.approx((10 * 0.10 + 2 * 0.50) / 1e6 / 2)
+    assert state.errors[1].status == 400 and state.errors[1].type == "invalid_request_error"  # type: ignore
+    assert state.errors[2].type == "expired"  # type: ignore[union-attr]
+    assert state.errors[3].type == "missing_result"  # type: ignore[union-attr]
+
+
+def test_batch_api_splits_big_jobs(emu: Emulator, client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(batch, "MAX_BATCH_REQUESTS", 10)
+    result = run_batch("S {value}", [f"x{i}" for i in range(25)], client=client, model=MODEL, api="batch",
+                       poll_interval=0.05)
+    # the batches are created concurrently: their order is not fixed
+    sizes = sorted(len(r.json["requests"]) for r in posts(emu, "/v1/messages/batches"))
+    assert sizes == [5, 10, 10]
+    assert result.series.notna().all() and len(result.summary.batch_ids) == 3
+
+
+# --------------------------------------------------------------------------------------------------
+# options
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"api": "bulk"}, "api must be 'live' or 'batch'"),
+    ({"concurrency": 0}, "concurrency must be a positive integer"),
+    ({"budget": -1}, "budget must be a positive number"),
+    ({"max_tokens": 0}, "max_tokens must be a positive integer"),
+    ({"budget": 1.0, "model": "claude-unpriced-1"}, "has no known price"),
+])
+def test_bad_options_fail_before_any_request(emu: Emulator, client: Client, kwargs: dict[str, Any],
+                                             message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        run_batch("{value}", ["a"], client=client, **{"model": MODEL, **kwargs})
+    assert emu.requests == []

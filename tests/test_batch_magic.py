@@ -1,0 +1,275 @@
+"""%claude_batch through a real IPython shell, against the emulator."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import IPython
+import pandas as pd
+import pytest
+from IPython.core.displaypub import CapturingDisplayPublisher
+from IPython.core.error import UsageError
+from IPython.testing import globalipapp
+
+from claude_magic import batch_magic
+from claude_magic.batch import BatchInterrupted, BatchResult, Progress
+from claude_magic.batch_magic import ProgressView, split_line
+
+KEY = "sk-ant-test-batch-0123456789"
+MODEL = "claude-haiku-5-5"
+
+
+def run(ip: Any, code: str) -> Any:
+    result = ip.run_cell(code)
+    result.raise_error()
+    return result.result
+
+
+def fails(ip: Any, code: str) -> BaseException:
+    result = ip.run_cell(code)
+    assert result.error_in_exec is not None, f"{code!r} should have failed"
+    return result.error_in_exec
+
+
+def shown(ip: Any, capsys: pytest.CaptureFixture[str]) -> str:
+    """What the magic left: printed text plus the last state of its display (the summary line)."""
+    outputs = ip.display_pub.outputs
+    last = outputs[-1]["data"].get("text/plain", "") if outputs else ""
+    return capsys.readouterr().out + str(last)
+
+
+def prompts(emu: Any) -> list[str]:
+    return [r.json["messages"][-1]["content"] for r in emu.requests if r.path == "/v1/messages"]
+
+
+@pytest.fixture
+def ip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, claude_emulator: Any) -> Iterator[Any]:
+    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "CLAUDE_MAGIC_OFFLINE", "CLAUDE_MAGIC_DISPLAY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CLAUDE_MAGIC_CACHE_DIR", str(tmp_path / "cache"))
+    globalipapp.start_ipython()
+    shell = IPython.get_ipython()
+    saved = shell.display_pub
+    shell.display_pub = CapturingDisplayPublisher()
+    shell.run_line_magic("load_ext", "claude_magic")
+    run(shell, f"%config ClaudeMagics.base_url = {claude_emulator.url!r}")
+    run(shell, f"%config ClaudeMagics.api_key = {KEY!r}")
+    run(shell, f"%config ClaudeMagics.model = {MODEL!r}")
+    run(shell, "%config ClaudeMagics.max_tokens = 16")
+    run(shell, "%config ClaudeMagics.display = 'handle'")
+    shell.user_ns["df"] = pd.DataFrame({"review": ["great", "awful", "great", None],
+                                        "product": ["pen", "ink", "pen", "cap"]}, index=[7, 8, 9, 10])
+    shell.user_ns["text"] = "a string is not rows"
+    yield shell
+    shell.run_line_magic("unload_ext", "claude_magic")
+    shell.display_pub = saved
+    shell.config.pop("ClaudeMagics", None)
+    for name in ("df", "out", "review", "x", "_claude_batch", "items", "s", "text"):
+        shell.user_ns.pop(name, None)
+
+
+# -- splitting the line ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("line", "tokens"), [
+    ('df.review "Classify: {review}" -o df.label', ["df.review", "Classify: {review}", "-o", "df.label"]),
+    ("""df["my col"] 'It\\'s {value}' -o df['new col']""",
+     ['df["my col"]', "It's {value}", "-o", "df['new col']"]),
+    ('df "say \\"hi\\" to {x}" --budget 0.5', ["df", 'say "hi" to {x}', "--budget", "0.5"]),
+    ('df "a {b} $c {{d}}"', ["df", "a {b} $c {{d}}"]),
+    ("df.loc[df.x > 1, 'y'] -o out", ["df.loc[df.x > 1, 'y']", "-o", "out"]),
+    ("  df   -o   out  ", ["df", "-o", "out"]),
+    ('df "It\'s"', ["df", "It's"]),
+])
+def test_split_line_keeps_brackets_and_unquotes_whole_strings(line: str, tokens: list[str]) -> None:
+    assert split_line(line) == tokens
+
+
+def test_split_line_refuses_an_unclosed_quote() -> None:
+    with pytest.raises(UsageError, match="unclosed"):
+        split_line('df "oops')
+
+
+# -- the magic ---------------------------------------------------------------------------------------
+
+
+def test_line_magic_fills_a_column_and_leaves_the_template_untouched(
+        ip: Any, claude_emulator: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    ip.user_ns["review"] = "NOTEBOOK VARIABLE"  # must not be substituted into the template
+    ip.user_ns["x"] = "X"
+    run(ip, '%claude_batch df "Classify {review} ($x, {{not}}) for {product}" -o df.label')
+    sent = sorted(prompts(claude_emulator))
+    assert sent == ["Classify awful ($x, {not}) for ink", "Classify great ($x, {not}) for pen"]
+    df = ip.user_ns["df"]
+    assert df["label"].notna().tolist() == [True, True, True, False]
+    assert df.loc[7, "label"] == df.loc[9, "label"]
+    out = shown(ip, capsys)
+    assert "claude_batch: 4 rows → 2 unique prompts" in out and "1 skipped" in out
+    assert isinstance(ip.user_ns["_claude_batch"], BatchResult)
+
+
+def test_cell_magic_takes_the_template_from_the_body(ip: Any, claude_emulator: Any) -> None:
+    run(ip, '%%claude_batch df["review"] -o out --max-tokens 8 -s "Be brief."\n'
+            "Review:\n{review}\n\nOne word.\n")
+    sent = [r.json for r in claude_emulator.requests if r.path == "/v1/messages"]
+    assert sorted(b["messages"][0]["content"] for b in sent) == ["Review:\nawful\n\nOne word.",
+                                                                 "Review:\ngreat\n\nOne word."]
+    assert {b["max_tokens"] for b in sent} == {8} and {b["system"] for b in sent} == {"Be brief."}
+    out = ip.user_ns["out"]
+    assert isinstance(out, pd.Series) and out.name == "out"
+    assert out.index.tolist() == [7, 8, 9, 10] and out.isna().tolist() == [False, False, False, True]
+
+
+def test_sources_and_destinations(ip: Any, claude_emulator: Any) -> None:
+    ip.user_ns["items"] = ["a", "b", "a"]
+    run(ip, '%claude_batch items "Q {value}" -o s')
+    assert ip.user_ns["s"].index.tolist() == [0, 1, 2]
+    run(ip, """%claude_batch df.product "P {product}" -o df["product summary"] -m claude-sonnet-5-5""")
+    assert ip.user_ns["df"]["product summary"].notna().all()
+    models = {r.json["model"] for r in claude_emulator.requests if r.path == "/v1/messages"}
+    assert models == {MODEL, "claude-sonnet-5-5"}
+    run(ip, "%claude_batch df[df['product'] != 'cap'] \"E {product}\" -o out")  # any expression
+    assert ip.user_ns["out"].index.tolist() == [7, 8, 9]
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('%claude_batch df "Classify {reviw}" -o df.label',
+     r"\{reviw\} names no column; the data has: review, product"),
+    ('%claude_batch nope "Q {value}" -o out', "SOURCE nope: 'nope' is not defined"),
+    ('%claude_batch df.rating "Q {value}" -o out', "df has no column 'rating'; columns: review, product"),
+    ('%claude_batch df "Q {review}"', "give -o DEST"),
+    ("%claude_batch df -o out", "give the template"),
+    ('%claude_batch df "Q {review}" -o undefined_df.col', "undefined_df is not defined"),
+    ('%claude_batch df "Q {review}" -o out --api bulk', "invalid choice: 'bulk'"),
+    ('%claude_batch df "Q {review}" -o out --budget -1', "--budget must be a positive number"),
+    ('%claude_batch df "Q {review}" -o out --concurrency 0', "--concurrency must be a positive integer"),
+    ('%claude_batch df "Q {review}" -o 3x', "DEST 3x must be a variable name"),
+    ('%claude_batch text "Q {value}" -o out', "SOURCE text is a str: give a DataFrame"),
+])
+def test_bad_input_is_a_one_line_usage_error_and_sends_nothing(ip: Any, claude_emulator: Any, line: str,
+                                                               message: str) -> None:
+    error = fails(ip, line)
+    assert type(error) is UsageError
+    assert "\n" not in str(error)
+    import re
+
+    assert re.search(message, str(error)), str(error)
+    assert claude_emulator.requests == []
+
+
+def test_template_on_the_line_and_in_the_cell_is_refused(ip: Any) -> None:
+    error = fails(ip, '%%claude_batch df "Q {review}" -o out\nQ {review}\n')
+    assert type(error) is UsageError and "not both" in str(error)
+
+
+def test_dry_run_prints_the_estimate_and_sends_no_message(ip: Any, claude_emulator: Any,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    run(ip, '%claude_batch df "Q {review}" --dry-run')
+    assert prompts(claude_emulator) == []
+    assert len([r for r in claude_emulator.requests if r.path == "/v1/messages/count_tokens"]) == 2
+    out = capsys.readouterr().out
+    assert "dry run: 4 rows → 2 unique prompts (1 duplicate rows, 1 skipped for missing values)" in out
+    assert "output 0–16 tokens each" in out
+
+
+def test_api_errors_every_row_shares_become_a_usage_error(ip: Any, claude_emulator: Any) -> None:
+    error = fails(ip, '%claude_batch df "Q {review}" -o out -m claude-nonexistent-9')
+    assert type(error) is UsageError and "404 not_found_error" in str(error)
+
+
+def test_failed_rows_are_listed_and_the_run_goes_on(ip: Any, claude_emulator: Any,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    claude_emulator.inject("400")
+    run(ip, '%claude_batch df "Q {review}" -o out --concurrency 1')
+    result = ip.user_ns["_claude_batch"]
+    assert result.summary.failed_rows in (1, 2) and len(result.errors) == result.summary.failed_rows
+    assert "_claude_batch.errors lists the failures" in shown(ip, capsys)
+
+
+def test_interrupt_keeps_finished_rows_in_dest(ip: Any, claude_emulator: Any,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    claude_emulator.configure(rpm=600)
+    ip.user_ns["big"] = pd.DataFrame({"q": [f"question {i}" for i in range(100)]})
+
+    def stop_soon(self: ProgressView, p: Progress) -> None:
+        if p.done >= 15 and not p.finished:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ProgressView, "__call__", stop_soon)
+    error = fails(ip, '%claude_batch big "A {q}" -o big.answer')
+    assert isinstance(error, BatchInterrupted) and isinstance(error, KeyboardInterrupt)
+    answers = ip.user_ns["big"]["answer"]
+    assert 15 <= answers.notna().sum() < 100
+    sent = set(prompts(claude_emulator))  # finished requests plus the few in flight at the interrupt
+    assert {f"A {q}" for q in ip.user_ns["big"]["q"][answers.notna()]} <= sent
+    assert len(sent) - answers.notna().sum() <= 8
+    ip.user_ns.pop("big")
+
+
+def test_cache_options(ip: Any, claude_emulator: Any) -> None:
+    run(ip, '%claude_batch df "Q {review}" -o out')
+    run(ip, '%claude_batch df "Q {review}" -o out')
+    assert len(prompts(claude_emulator)) == 2
+    run(ip, '%claude_batch df "Q {review}" -o out --refresh')
+    run(ip, '%claude_batch df "Q {review}" -o out --no-cache')
+    assert len(prompts(claude_emulator)) == 6
+
+
+def test_batch_api_and_budget_through_the_magic(ip: Any, claude_emulator: Any,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    run(ip, '%claude_batch df "Q {review}" -o out --api batch')
+    assert prompts(claude_emulator) == []
+    assert ip.user_ns["out"].notna().sum() == 3
+    assert "at batch price" in shown(ip, capsys)
+    run(ip, '%claude_batch df "Z {review}" -o out --budget 0.000001')
+    assert "budget" in shown(ip, capsys)
+
+
+# -- progress views ----------------------------------------------------------------------------------
+
+
+def test_text_progress_rewrites_one_line_then_leaves_the_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    stream = io.StringIO()
+    view = ProgressView("text", rate=1000, stream=stream)
+    view(Progress(total=10, done=3, rate=2.0, eta=3.5))
+    view(Progress(total=10, done=10, finished=True))
+    view.close("claude_batch: done")
+    assert stream.getvalue().count("\r") >= 3
+    assert "[######..............] 3/10 rows · 2.0 req/s · ETA 3.5 s" in stream.getvalue()
+    assert capsys.readouterr().out == "claude_batch: done\n"
+
+
+def test_progress_is_throttled() -> None:
+    view = ProgressView("text", rate=2, stream=io.StringIO())
+    for i in range(100):
+        view(Progress(total=100, done=i))
+    assert view.draws == 1
+
+
+def test_handle_progress_ends_as_plain_text(ip: Any) -> None:
+    view = ProgressView("handle", rate=1000)
+    view(Progress(total=4, done=1))
+    view.close("claude_batch: summary")
+    last = ip.display_pub.outputs[-1]
+    assert last["data"] == {"text/plain": "claude_batch: summary"}
+
+
+def test_widget_progress_is_closed_at_the_end(ip: Any) -> None:
+    view = ProgressView("widget", rate=1000)
+    view(Progress(total=4, done=1, failed=1))
+    assert view._bar.value == 2 and view._bar.bar_style == "danger"
+    view.close("claude_batch: summary")
+    assert ip.display_pub.outputs[-1]["data"] == {"text/plain": "claude_batch: summary"}
+
+
+def test_module_imports_no_pandas_at_load() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, claude_magic.batch_magic; print('pandas' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    assert batch_magic.RESULT_NAME == "_claude_batch"
