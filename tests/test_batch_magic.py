@@ -273,3 +273,10 @@ def test_module_imports_no_pandas_at_load() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
     assert batch_magic.RESULT_NAME == "_claude_batch"
+
+
+def test_help_shows_the_whole_usage(ip: Any) -> None:
+    from claude_magic.magics import ClaudeMagics
+
+    doc = ClaudeMagics.claude_batch.__doc__ or ""
+    assert "%%claude_batch SOURCE -o DEST" in doc and "--dry-run" in doc and "--api" in doc

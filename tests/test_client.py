@@ -468,3 +468,20 @@ def test_an_interrupt_while_streaming_leaves_the_client_usable(make) -> None:
     with pytest.raises(KeyboardInterrupt):
         client.complete("hi", on_text=stop, cache=False)
     assert client.complete("again").text == FULL
+
+
+def test_httpcore_locks_are_fast_acquire_once_a_client_opens_its_pool(make) -> None:
+    # Without it, dozens of requests on kept-alive connections reach the server spread over a second.
+    import anyio
+    from httpcore import _synchronization as sync
+
+    client = make(Server(ok_stream(sse(stream_events(TEXT)))))
+    client.complete("hi")
+
+    async def make_lock() -> Any:
+        lock = sync.AsyncLock()
+        async with lock:
+            return lock._anyio_lock
+
+    inner = asyncio.run(make_lock())
+    assert isinstance(inner, anyio.Lock) and inner._fast_acquire is True
