@@ -419,11 +419,6 @@ class ClaudeMagics(Magics):
 
         return claude_batch(self, line, cell)
 
-    # %claude_batch? shows the whole usage; batch_magic itself imports no pandas (about 5 ms)
-    from .batch_magic import claude_batch as _batch_usage
-
-    claude_batch.__doc__ = _batch_usage.__doc__
-    del _batch_usage
 
 
 def _parse(magic: Any, line: str) -> argparse.Namespace:
@@ -473,3 +468,13 @@ def _display_markdown(markdown: str, plain: str | None = None) -> None:
     from IPython.display import display
 
     display({"text/markdown": markdown, "text/plain": plain if plain is not None else markdown}, raw=True)
+
+
+def _batch_usage() -> None:
+    # %claude_batch? shows the whole usage; batch_magic itself imports no pandas (about 5 ms)
+    from .batch_magic import claude_batch
+
+    ClaudeMagics.claude_batch.__doc__ = claude_batch.__doc__
+
+
+_batch_usage()
