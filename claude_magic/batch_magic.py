@@ -327,6 +327,9 @@ class ProgressView:
         else:
             self._handle.update({"text/plain": text}, raw=True)
 
+    def _draw_final(self, p: Progress) -> None:
+        """Nothing while running (``display = 'final'``, for nbval): ``close`` prints the summary."""
+
     def _draw_text(self, p: Progress) -> None:
         out = self.stream or sys.stderr
         text = f"claude_batch: {_bar(p)} {p.line()}"

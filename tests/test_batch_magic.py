@@ -280,3 +280,15 @@ def test_help_shows_the_whole_usage(ip: Any) -> None:
 
     doc = ClaudeMagics.claude_batch.__doc__ or ""
     assert "%%claude_batch SOURCE -o DEST" in doc and "--dry-run" in doc and "--api" in doc
+
+
+def test_final_display_draws_nothing_until_the_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    from claude_magic.batch import Progress
+    from claude_magic.batch_magic import ProgressView
+
+    view = ProgressView("final")
+    view(Progress(total=3))
+    view(Progress(total=3, done=3, finished=True))
+    assert capsys.readouterr().out == ""
+    view.close("3 rows → 3 unique prompts")
+    assert capsys.readouterr().out == "3 rows → 3 unique prompts\n"
