@@ -222,6 +222,9 @@ def test_demo_prompts_get_the_asked_for_answer(http):
     assert text_of(create(http, body(ask.format("I love it, excellent and fast")))) == "positive"
     assert text_of(create(http, body(ask.format("Terrible, it arrived broken")))) == "negative"
     assert text_of(create(http, body(ask.format("It is a box")))) == "neutral"
+    one_line = "Sentiment of this review: {} Answer with one of: positive, negative, neutral"
+    assert text_of(create(http, body(one_line.format("Terrible, it arrived broken.")))) == "negative"
+    assert text_of(create(http, body(one_line.format("Excellent, I love it.")))) == "positive"
     choice = text_of(create(http, body("Which colour?\nAnswer with one of: red, green, blue")))
     assert choice in ("red", "green", "blue")
     assert text_of(create(http, body("Please.\nReply with exactly: 42 ✨"))) == "42 ✨"
@@ -924,3 +927,19 @@ def test_command_line_serves_until_terminated():
         proc.wait(timeout=10)
         proc.stdout.close()
         proc.stderr.close()
+
+
+def test_a_client_resetting_its_connection_prints_nothing(emu, capfd):
+    # A Client closed while the server waits for its next request resets the connection; the
+    # server used to print a traceback to stderr, which then appeared in users' notebooks.
+    import socket
+    import struct
+
+    for _ in range(3):
+        sock = socket.create_connection(("127.0.0.1", emu.port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = RST
+        sock.close()
+    with httpx.Client(base_url=emu.url) as http:  # the server still answers, after the resets
+        headers = {"x-api-key": "k", "anthropic-version": "2026-10-21"}
+        assert http.get("/v1/models", headers=headers).status_code == 200
+    assert "Traceback" not in capfd.readouterr().err
