@@ -378,8 +378,9 @@ class DryRunReport:
 
     def __str__(self) -> str:
         skipped = f", {self.skipped:,} skipped for missing values" if self.skipped else ""
+        duplicates = f"{self.duplicates:,} duplicate row{'' if self.duplicates == 1 else 's'}"
         head = (f"dry run: {self.rows:,} rows → {self.unique:,} unique prompts "
-                f"({self.duplicates:,} duplicate rows{skipped}), "
+                f"({duplicates}{skipped}), "
                 f"{self.cached:,} cached, {self.to_send:,} to send to {self.model}")
         if not self.to_send:
             return head + "; nothing to pay"

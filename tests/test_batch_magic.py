@@ -171,7 +171,7 @@ def test_dry_run_prints_the_estimate_and_sends_no_message(ip: Any, claude_emulat
     assert prompts(claude_emulator) == []
     assert len([r for r in claude_emulator.requests if r.path == "/v1/messages/count_tokens"]) == 2
     out = capsys.readouterr().out
-    assert "dry run: 4 rows → 2 unique prompts (1 duplicate rows, 1 skipped for missing values)" in out
+    assert "dry run: 4 rows → 2 unique prompts (1 duplicate row, 1 skipped for missing values)" in out
     assert "output 0–16 tokens each" in out
 
 

@@ -48,7 +48,7 @@ THINK_WORDS = (
 ).split()
 
 _EXACT = re.compile(r"(?im)^.*?reply with exactly:[ \t]*(.+?)[ \t]*$")
-_ONE_OF = re.compile(r"(?im)^.*?answer with one of:[ \t]*(.+?)[ \t]*$")
+_ONE_OF = re.compile(r"(?im)answer with one of:[ \t]*(.+?)[ \t]*$")  # the text before it counts too
 _CONTINUE = re.compile(r"\bcontinue\b", re.IGNORECASE)
 _WORD = re.compile(r"[a-z']+")
 
