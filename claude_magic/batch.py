@@ -593,6 +593,9 @@ class _Bucket:
         self.base = 0.0
         self.at = 0.0
         self.used = 0.0
+        # The most ever seen remaining: the bucket holds at least that much, and the mirror never
+        # refills beyond it (an old reading must not promise a burst the server will refuse).
+        self.ceiling = 0.0
 
     def read(self, ratelimit: Mapping[str, Any], in_flight_cost: float) -> None:
         limit = _number(ratelimit.get(f"{self.name}-limit"))
@@ -601,6 +604,7 @@ class _Bucket:
         if limit is None or remaining is None or at is None or limit <= 0:
             return
         self.rate = limit / 60.0
+        self.ceiling = max(self.ceiling, remaining)
         self.base = remaining - in_flight_cost
         self.at = at
         self.used = 0.0
@@ -608,7 +612,8 @@ class _Bucket:
     def available(self, now: float) -> float | None:
         if self.rate is None:
             return None
-        return self.base + self.rate * (now - self.at) - self.used
+        refilled = self.base + self.rate * (now - self.at)
+        return (min(self.ceiling, refilled) if self.ceiling >= 1 else refilled) - self.used
 
     def delay(self, now: float, cost: float) -> float:
         available = self.available(now)
@@ -707,6 +712,7 @@ class _Live:
         cap = opts.concurrency or DEFAULT_MAX_CONCURRENCY
         self.window = _Window(cap, start=min(START_WINDOW, cap) if opts.concurrency is None else START_WINDOW)
         self.pacer = _Pacer()
+        self.pacer.observe(client.ratelimit, 0)  # the client's last reading: a second run starts paced
         self.in_flight = 0
         self.starts: dict[int, float] = {}
         self.latencies: deque[float] = deque(maxlen=100)

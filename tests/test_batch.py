@@ -502,3 +502,19 @@ def test_bad_options_fail_before_any_request(emu: Emulator, client: Client, kwar
     with pytest.raises(ConfigError, match=message):
         run_batch("{value}", ["a"], client=client, **{"model": MODEL, **kwargs})
     assert emu.requests == []
+
+
+
+def test_the_rate_limit_mirror_never_promises_more_than_the_bucket_was_seen_to_hold() -> None:
+    # A second run starts from the client's last reading; an old reading must not allow a burst
+    # the server would refuse (its bucket holds at least the most ever seen remaining, maybe no more).
+    from claude_magic.batch import _Bucket
+
+    bucket = _Bucket("requests")
+    bucket.read({"requests-limit": "600", "requests-remaining": "8", "at": 100.0}, 0)
+    assert bucket.rate == 10.0 and bucket.available(100.0) == 8
+    assert bucket.available(1_000.0) == 8  # an hour-old reading: still at most what was seen
+    bucket.take(8)
+    assert bucket.available(100.0) == 0 and bucket.available(100.5) == 0
+    bucket.read({"requests-limit": "600", "requests-remaining": "3", "at": 101.0}, 2)
+    assert bucket.available(101.0) == 1 and bucket.available(101.2) == pytest.approx(3)
