@@ -10,6 +10,7 @@ from typing import Any
 import IPython
 import pandas as pd
 import pytest
+from ipshell import fails, run
 from IPython.core.displaypub import CapturingDisplayPublisher
 from IPython.core.error import UsageError
 from IPython.testing import globalipapp
@@ -20,18 +21,6 @@ from claude_magic.batch_magic import ProgressView, split_line
 
 KEY = "sk-ant-test-batch-0123456789"
 MODEL = "claude-haiku-5-5"
-
-
-def run(ip: Any, code: str) -> Any:
-    result = ip.run_cell(code)
-    result.raise_error()
-    return result.result
-
-
-def fails(ip: Any, code: str) -> BaseException:
-    result = ip.run_cell(code)
-    assert result.error_in_exec is not None, f"{code!r} should have failed"
-    return result.error_in_exec
 
 
 def shown(ip: Any, capsys: pytest.CaptureFixture[str]) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 import IPython
 import pytest
+from ipshell import fails, run
 from IPython.core.displaypub import CapturingDisplayPublisher
 from IPython.core.error import UsageError
 from IPython.testing import globalipapp
@@ -27,18 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SECRET = "sk-ant-test-SECRET-0123456789abcdef"
 MAGIC_NAMES = {"line": {"claude_chat", "claude_usage", "claude_cache", "claude_emulator", "claude_batch"},
                "cell": {"claude", "claude_batch"}}
-
-
-def run(ip: Any, code: str) -> Any:
-    result = ip.run_cell(code)
-    result.raise_error()
-    return result.result
-
-
-def fails(ip: Any, code: str) -> BaseException:
-    result = ip.run_cell(code)
-    assert result.error_in_exec is not None, f"{code!r} should have failed"
-    return result.error_in_exec
 
 
 def outputs(ip: Any) -> list[dict[str, Any]]:
