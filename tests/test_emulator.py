@@ -943,3 +943,18 @@ def test_a_client_resetting_its_connection_prints_nothing(emu, capfd):
         headers = {"x-api-key": "k", "anthropic-version": "2026-10-21"}
         assert http.get("/v1/models", headers=headers).status_code == 200
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_request_abandoned_mid_body_is_neither_recorded_nor_answered(emu):
+    # A client cancelled while sending (an interrupted batch) used to be recorded with no body.
+    import socket
+
+    sock = socket.create_connection(("127.0.0.1", emu.port))
+    sock.sendall(b"POST /v1/messages HTTP/1.1\r\nhost: x\r\nx-api-key: k\r\nanthropic-version: 2026-10-21\r\n"
+                 b"content-type: application/json\r\ncontent-length: 100\r\n\r\n{\"model\": ")
+    sock.shutdown(socket.SHUT_WR)
+    assert sock.recv(100) == b""  # closed without an answer
+    sock.close()
+    with httpx.Client(base_url=emu.url) as http:
+        http.get("/v1/models", headers={"x-api-key": "k", "anthropic-version": "2026-10-21"})
+    assert [r.path for r in emu.requests] == ["/v1/models"]

@@ -308,6 +308,8 @@ class _Handler(BaseHTTPRequestHandler):
                 raise APIError(413, "request_too_large",
                                f"Request exceeds the maximum allowed number of bytes ({limit}) for {path}")
             raw = self.rfile.read(length) if length else b""
+            if len(raw) < length:  # the client went away mid-body (a cancelled request): nothing to answer
+                raise _Closed
         if not raw:
             return None
         try:
