@@ -592,7 +592,6 @@ class _Bucket:
         self.rate: float | None = None
         self.base = 0.0
         self.at = 0.0
-        self.used = 0.0
         # The most ever seen remaining: the bucket holds at least that much, and the mirror never
         # refills beyond it (an old reading must not promise a burst the server will refuse).
         self.ceiling = 0.0
@@ -607,13 +606,12 @@ class _Bucket:
         self.ceiling = max(self.ceiling, remaining)
         self.base = remaining - in_flight_cost
         self.at = at
-        self.used = 0.0
 
     def available(self, now: float) -> float | None:
         if self.rate is None:
             return None
-        refilled = self.base + self.rate * (now - self.at)
-        return (min(self.ceiling, refilled) if self.ceiling >= 1 else refilled) - self.used
+        level = self.base + self.rate * (now - self.at)
+        return min(self.ceiling, level) if self.ceiling >= 1 else level
 
     def delay(self, now: float, cost: float) -> float:
         available = self.available(now)
@@ -621,8 +619,12 @@ class _Bucket:
             return 0.0
         return 0.0 if available >= cost else (cost - available) / self.rate
 
-    def take(self, cost: float) -> None:
-        self.used += cost
+    def take(self, cost: float, now: float | None = None) -> None:
+        """Spend ``cost`` now: the level is simulated like the server's (refill capped, then spent)."""
+        now = time.monotonic() if now is None else now
+        level = self.available(now)
+        if level is not None:
+            self.base, self.at = level - cost, now
 
 
 class _Pacer:

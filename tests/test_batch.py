@@ -156,7 +156,7 @@ def test_bucket_waits_for_refill_and_counts_what_is_in_flight() -> None:
     assert b.delay(0.0, 1.0) == 0.0  # nothing known yet: no pacing
     b.read({"requests-limit": "600", "requests-remaining": "3", "at": 100.0}, in_flight_cost=2)
     assert b.delay(100.0, 1.0) == 0.0  # 3 left, 2 of them maybe taken by requests in flight
-    b.take(1)
+    b.take(1, now=100.0)
     assert b.delay(100.0, 1.0) == pytest.approx(0.1)  # 10 a second refill
     assert b.delay(100.1, 1.0) == pytest.approx(0.0)
 
@@ -514,7 +514,11 @@ def test_the_rate_limit_mirror_never_promises_more_than_the_bucket_was_seen_to_h
     bucket.read({"requests-limit": "600", "requests-remaining": "8", "at": 100.0}, 0)
     assert bucket.rate == 10.0 and bucket.available(100.0) == 8
     assert bucket.available(1_000.0) == 8  # an hour-old reading: still at most what was seen
-    bucket.take(8)
-    assert bucket.available(100.0) == 0 and bucket.available(100.5) == 0
+    bucket.take(8, now=100.0)
+    assert bucket.available(100.0) == 0
+    assert bucket.available(100.5) == 5  # spent tokens refill like the server's (not frozen by the cap)
+    assert bucket.available(200.0) == 8
     bucket.read({"requests-limit": "600", "requests-remaining": "3", "at": 101.0}, 2)
     assert bucket.available(101.0) == 1 and bucket.available(101.2) == pytest.approx(3)
+    bucket.take(1, now=101.2)
+    assert bucket.available(101.2) == pytest.approx(2)
