@@ -7,13 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import IPython
 import pandas as pd
 import pytest
-from ipshell import fails, run
-from IPython.core.displaypub import CapturingDisplayPublisher
+from ipshell import fails, loaded_shell, run
 from IPython.core.error import UsageError
-from IPython.testing import globalipapp
 
 from claude_magic import batch_magic
 from claude_magic.batch import BatchInterrupted, BatchResult, Progress
@@ -36,28 +33,17 @@ def prompts(emu: Any) -> list[str]:
 
 @pytest.fixture
 def ip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, claude_emulator: Any) -> Iterator[Any]:
-    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "CLAUDE_MAGIC_OFFLINE", "CLAUDE_MAGIC_DISPLAY"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("CLAUDE_MAGIC_CACHE_DIR", str(tmp_path / "cache"))
-    globalipapp.start_ipython()
-    shell = IPython.get_ipython()
-    saved = shell.display_pub
-    shell.display_pub = CapturingDisplayPublisher()
-    shell.run_line_magic("load_ext", "claude_magic")
-    run(shell, f"%config ClaudeMagics.base_url = {claude_emulator.url!r}")
-    run(shell, f"%config ClaudeMagics.api_key = {KEY!r}")
-    run(shell, f"%config ClaudeMagics.model = {MODEL!r}")
-    run(shell, "%config ClaudeMagics.max_tokens = 16")
-    run(shell, "%config ClaudeMagics.display = 'handle'")
-    shell.user_ns["df"] = pd.DataFrame({"review": ["great", "awful", "great", None],
-                                        "product": ["pen", "ink", "pen", "cap"]}, index=[7, 8, 9, 10])
-    shell.user_ns["text"] = "a string is not rows"
-    yield shell
-    shell.run_line_magic("unload_ext", "claude_magic")
-    shell.display_pub = saved
-    shell.config.pop("ClaudeMagics", None)
-    for name in ("df", "out", "review", "x", "_claude_batch", "items", "s", "text"):
-        shell.user_ns.pop(name, None)
+    names = ("df", "out", "review", "x", "_claude_batch", "items", "s", "text")
+    with loaded_shell(monkeypatch, tmp_path / "cache", *names) as shell:
+        run(shell, f"%config ClaudeMagics.base_url = {claude_emulator.url!r}")
+        run(shell, f"%config ClaudeMagics.api_key = {KEY!r}")
+        run(shell, f"%config ClaudeMagics.model = {MODEL!r}")
+        run(shell, "%config ClaudeMagics.max_tokens = 16")
+        run(shell, "%config ClaudeMagics.display = 'handle'")
+        shell.user_ns["df"] = pd.DataFrame({"review": ["great", "awful", "great", None],
+                                            "product": ["pen", "ink", "pen", "cap"]}, index=[7, 8, 9, 10])
+        shell.user_ns["text"] = "a string is not rows"
+        yield shell
 
 
 # -- splitting the line ------------------------------------------------------------------------------

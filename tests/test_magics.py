@@ -14,12 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import IPython
 import pytest
-from ipshell import fails, run
-from IPython.core.displaypub import CapturingDisplayPublisher
+from ipshell import fails, loaded_shell, run
 from IPython.core.error import UsageError
-from IPython.testing import globalipapp
 
 import claude_magic
 from claude_magic.magics import ClaudeMagics
@@ -47,23 +44,10 @@ def magics(ip: Any) -> ClaudeMagics:
 
 @pytest.fixture
 def ip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "CLAUDE_MAGIC_OFFLINE", "CLAUDE_MAGIC_DISPLAY"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("CLAUDE_MAGIC_CACHE_DIR", str(tmp_path / "cache"))
-    globalipapp.start_ipython()  # once per process; then the shell is the global instance
-    shell = IPython.get_ipython()
-    saved = shell.display_pub
-    shell.display_pub = CapturingDisplayPublisher()
-    shell.run_line_magic("load_ext", "claude_magic")
-    yield shell
-    shell.run_line_magic("unload_ext", "claude_magic")
-    shell.display_pub = saved
-    shell.config.pop("ClaudeMagics", None)  # %config settings live in the shell's config
-    ClaudeMagics.last_reply = None
-    for name in ("_claude", "answer"):
-        shell.user_ns.pop(name, None)
-    if hasattr(shell, "parent_header"):
-        del shell.parent_header
+    with loaded_shell(monkeypatch, tmp_path / "cache", "answer") as shell:
+        yield shell
+        if hasattr(shell, "parent_header"):
+            del shell.parent_header
 
 
 @pytest.fixture

@@ -200,26 +200,10 @@ def test_nbval_passes_a_fresh_run_and_fails_a_changed_answer(small_notebook: Pat
 
 @pytest.fixture
 def shell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    import IPython
-    from IPython.core.displaypub import CapturingDisplayPublisher
-    from IPython.testing import globalipapp
+    from ipshell import loaded_shell
 
-    from claude_magic.magics import ClaudeMagics
-
-    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "CLAUDE_MAGIC_OFFLINE", "CLAUDE_MAGIC_DISPLAY"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("CLAUDE_MAGIC_CACHE_DIR", str(tmp_path / "real-cache"))
-    globalipapp.start_ipython()
-    ip = IPython.get_ipython()
-    saved = ip.display_pub
-    ip.display_pub = CapturingDisplayPublisher()
-    ip.run_line_magic("load_ext", "claude_magic")
-    yield ip
-    ip.run_line_magic("unload_ext", "claude_magic")
-    ip.display_pub = saved
-    ip.config.pop("ClaudeMagics", None)
-    ClaudeMagics.last_reply = None
-    ip.user_ns.pop("_claude", None)
+    with loaded_shell(monkeypatch, tmp_path / "real-cache") as ip:
+        yield ip
 
 
 def _run(ip: Any, code: str) -> None:
