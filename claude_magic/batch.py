@@ -17,10 +17,11 @@ How a run goes:
    first (``client.cache_key(client.build_body(...))``, the client's own key), so a re-run
    after a crash, an interrupt or a restart sends only what is missing.
 3. **Send** — ``api="live"``: ``client.acomplete(stream=False)`` on the client's event loop
-   with a concurrency window that adapts (AIMD: slow start from 4, +1 per window of
+   with a concurrency window that adapts (AIMD: slow start from 16, +1 per window of
    successes, halved when a request needed a retry or failed with 429/529; ``concurrency``
-   caps it), request starts paced by the ``anthropic-ratelimit-*`` headers, and the client's
-   own client-wide pause on ``retry-after``. ``api="batch"``: Message Batches at half price
+   caps it), request starts paced by a mirror of the account's buckets built from the
+   ``anthropic-ratelimit-*`` headers (see :class:`_Bucket`), and the client's own
+   client-wide pause on ``retry-after``. ``api="batch"``: Message Batches at half price
    (see :func:`_run_batches`); the batch id is kept in the cache's meta table so that a
    restart resumes polling instead of paying again.
 4. **Report** — per-row failures never abort the run (they are in ``BatchResult.errors``);
@@ -85,7 +86,9 @@ MAX_BATCH_BYTES = 256 * 1024 * 1024   # per Message Batch (api-notes §5)
 DEFAULT_MAX_CONCURRENCY = 64          # the adaptive window's ceiling when no --concurrency is given
 START_WINDOW = 16
 DRY_RUN_SAMPLE = 50                   # count_tokens calls at most, for a dry run
-REORDER_SLACK = 0.005                 # s: requests started this much earlier may reach the server later
+ADMIT_LAG = 0.01                      # s: from a request leaving to its reading (first guess)
+SENT_SLACK = 0.002                    # s: requests that left this much earlier may arrive later
+MAX_ADMIT_LAG = 1.0
 NEED_MARGIN = 1.25                    # in-flight requests beyond rate x latency, for latency jitter
 ABORT_AFTER = 3                       # identical failures, with no success yet, that stop a run
 META_PREFIX = "claude_magic.batch:"
@@ -563,13 +566,15 @@ class _Window:
         step = 1.0 if self.size < self.threshold else 1.0 / self.size
         self.size = min(float(self.cap), self.size + step)
 
-    def congestion(self, started_at: float) -> None:
+    def congestion(self, started_at: float) -> bool:
+        """Cut the window; False if the signal is from before the last cut (already answered)."""
         if started_at <= self.last_cut:
-            return
+            return False
         self.threshold = max(1.0, self.size / 2)
         self.size = self.threshold
         self.last_cut = time.monotonic()
         self.cuts += 1
+        return True
 
 
 def _number(value: Any) -> float | None:
@@ -582,36 +587,62 @@ def _number(value: Any) -> float | None:
 class _Bucket:
     """The account's token bucket for one limit (``anthropic-ratelimit-<name>-*``), mirrored.
 
-    After each reading ``remaining`` less what is in flight (it may not be counted yet) is what
-    we may use, refilled at ``limit``/60 per second; a start waits until one request's worth is
-    there. This keeps the server's bucket just above empty: full speed, no 429s.
+    The server reads its bucket when it admits a request and sends that reading with the
+    answer; for a non-streamed answer that is a whole latency later, and meanwhile the bucket
+    refilled and other requests spent from it. So a reading is dated when its request left and
+    replayed like the server would: refill (capped at the most ever seen remaining), minus each
+    request the reading did not count (see :meth:`_Pacer.observe`). Dated at receipt instead,
+    the mirror would lag by rate x latency requests, and the server's bucket would idle that
+    full for the whole run.
+
+    The mirror is the lowest of the last ``KEEP`` replayed readings: one reading that counted
+    a request the replay thinks it did not (the server's threads race too) cannot promise a
+    start the server would refuse.
     """
+
+    KEEP = 8
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.rate: float | None = None
-        self.base = 0.0
-        self.at = 0.0
         # The most ever seen remaining: the bucket holds at least that much, and the mirror never
         # refills beyond it (an old reading must not promise a burst the server will refuse).
         self.ceiling = 0.0
+        self.views: deque[list[float]] = deque(maxlen=self.KEEP)  # [level, at] per replayed reading
 
-    def read(self, ratelimit: Mapping[str, Any], in_flight_cost: float) -> None:
+    def _refilled(self, level: float, since: float, now: float) -> float:
+        assert self.rate is not None
+        level += self.rate * max(0.0, now - since)
+        return min(self.ceiling, level) if self.ceiling >= 1 else level
+
+    def read(self, ratelimit: Mapping[str, Any], *, at: float | None = None, uncounted: Iterable[float] = (),
+             cost: float = 1.0, in_flight: int = 0) -> None:
+        """Take a reading the server made at ``at`` (our clock), before the requests that left at
+        the times ``uncounted`` (ascending), each of which spends ``cost``.
+
+        Without ``at`` (a retried request: which attempt's reading is it?) the reading is dated
+        at receipt less ``in_flight`` requests: everything in flight may be uncounted.
+        """
         limit = _number(ratelimit.get(f"{self.name}-limit"))
         remaining = _number(ratelimit.get(f"{self.name}-remaining"))
-        at = _number(ratelimit.get("at"))
-        if limit is None or remaining is None or at is None or limit <= 0:
+        received = _number(ratelimit.get("at"))
+        if limit is None or remaining is None or received is None or limit <= 0:
             return
         self.rate = limit / 60.0
         self.ceiling = max(self.ceiling, remaining)
-        self.base = remaining - in_flight_cost
-        self.at = at
+        if at is None:
+            self.views.append([remaining - in_flight * cost, received])
+            return
+        level = remaining
+        for left in uncounted:
+            level = self._refilled(level, at, left) - cost
+            at = max(at, left)
+        self.views.append([level, at])
 
     def available(self, now: float) -> float | None:
-        if self.rate is None:
+        if self.rate is None or not self.views:
             return None
-        level = self.base + self.rate * (now - self.at)
-        return min(self.ceiling, level) if self.ceiling >= 1 else level
+        return min(self._refilled(level, at, now) for level, at in self.views)
 
     def delay(self, now: float, cost: float) -> float:
         available = self.available(now)
@@ -619,47 +650,100 @@ class _Bucket:
             return 0.0
         return 0.0 if available >= cost else (cost - available) / self.rate
 
-    def take(self, cost: float, now: float | None = None) -> None:
-        """Spend ``cost`` now: the level is simulated like the server's (refill capped, then spent)."""
-        now = time.monotonic() if now is None else now
-        level = self.available(now)
-        if level is not None:
-            self.base, self.at = level - cost, now
+    def take(self, cost: float, now: float) -> None:
+        """Spend ``cost`` now, in every view as the server would (refill capped, then spent)."""
+        if self.rate is not None:
+            for view in self.views:
+                view[0] = self._refilled(view[0], view[1], now) - cost
+                view[1] = now
 
 
 class _Pacer:
-    """Request starts paced by the requests and input-tokens buckets the API reports."""
+    """Request starts paced by every bucket the API reports: requests, and the tokens ones
+    (``input-tokens``, ``output-tokens``, and ``tokens`` for both), each spent by what an
+    average request of this run costs it."""
+
+    NAMES = ("requests", "input-tokens", "output-tokens", "tokens")
 
     def __init__(self) -> None:
-        self.requests = _Bucket("requests")
-        self.input = _Bucket("input-tokens")
+        self.buckets = {name: _Bucket(name) for name in self.NAMES}
+        self.requests = self.buckets["requests"]
         self.seen_at: Any = None
-        self.tokens_per_request = 0.0
+        self.input_tokens = 0.0   # per request, a moving average (prompts of a run are alike, not equal)
+        self.output_tokens = 0.0
+        # How long after it left a request is admitted (and its reading made). Guessed short; a
+        # longer way to the server shows as a 429 despite the mirror: then doubled.
+        self.lag = ADMIT_LAG
+        # Every start not yet forgotten: mark -> [started, left] (left = inf until it has).
+        self.starts: dict[int, list[float]] = {}
+        self.mark = 0
 
-    def observe(self, ratelimit: Mapping[str, Any], in_flight: int) -> None:
-        """Read the headers of a response; ``in_flight`` = requests the server may not have counted
-        in them yet. The server counted before we received them: dating the reading at receipt
-        under-counts the refill since, so the mirror errs on the side of no 429."""
-        at = ratelimit.get("at")
-        if at is None or at == self.seen_at:
+    def cost(self, name: str) -> float:
+        return {"requests": 1.0, "input-tokens": self.input_tokens, "output-tokens": self.output_tokens,
+                "tokens": self.input_tokens + self.output_tokens}[name]
+
+    def take(self, now: float) -> int:
+        """Spend one request's worth from every bucket; returns the start's mark."""
+        for name, bucket in self.buckets.items():
+            bucket.take(self.cost(name), now)
+        self.mark += 1
+        self.starts[self.mark] = [now, math.inf]
+        return self.mark
+
+    def sent(self, mark: int, at: float) -> None:
+        """The request of ``mark`` left (again, for a retry) at ``at``."""
+        if (start := self.starts.get(mark)) is not None:
+            start[1] = at
+
+    def forget(self, in_flight: Iterable[int]) -> None:
+        """Drop the starts no reading to come can have missed: those that left (a little) before
+        every request still in flight started."""
+        alive = set(in_flight)
+        floor = min((self.starts[m][0] for m in alive if m in self.starts), default=math.inf) - SENT_SLACK
+        while self.starts:
+            mark, (_, left) = next(iter(self.starts.items()))
+            if mark in alive or left >= floor:
+                break
+            del self.starts[mark]
+
+    def observe(self, ratelimit: Mapping[str, Any], *, mark: int | None = None, in_flight: int = 0) -> None:
+        """Read the headers of the answer to the start ``mark``: the server counted the requests
+        that reached it first, i.e. (give or take ``SENT_SLACK``) that left before this one; the
+        rest are replayed. Without ``mark`` (or if it never left), dated at receipt, less
+        ``in_flight`` requests."""
+        received = ratelimit.get("at")
+        if received is None or received == self.seen_at:
             return
-        self.seen_at = at
-        self.requests.read(ratelimit, in_flight)
-        self.input.read(ratelimit, in_flight * self.tokens_per_request)
+        self.seen_at = received
+        start = self.starts.get(mark) if mark is not None else None
+        at: float | None = None
+        uncounted: list[float] = []
+        if start is not None and start[1] < math.inf:
+            left = start[1]
+            at = left + self.lag
+            uncounted = sorted(min(s, w) if w == math.inf else w for m, (s, w) in self.starts.items()
+                               if m != mark and w > left - SENT_SLACK)
+        for name, bucket in self.buckets.items():
+            bucket.read(ratelimit, at=at, uncounted=uncounted, cost=self.cost(name), in_flight=in_flight)
+
+    def congested(self) -> None:
+        self.lag = min(MAX_ADMIT_LAG, self.lag * 2)
 
     def learn(self, reply: Reply) -> None:
-        tokens = reply.usage.total_input
-        # a moving average: prompts of one run are alike, but not all the same length
-        old = self.tokens_per_request
-        self.tokens_per_request = tokens if not old else 0.9 * old + 0.1 * tokens
+        def average(old: float, new: float) -> float:
+            return new if not old else 0.9 * old + 0.1 * new
+
+        self.input_tokens = average(self.input_tokens, reply.usage.total_input)
+        self.output_tokens = average(self.output_tokens, reply.usage.output_tokens)
 
     def delay(self, now: float) -> float:
-        return max(self.requests.delay(now, 1.0), self.input.delay(now, self.tokens_per_request))
+        return max(bucket.delay(now, self.cost(name)) for name, bucket in self.buckets.items())
 
-
-    def take(self) -> None:
-        self.requests.take(1.0)
-        self.input.take(self.tokens_per_request)
+    def spare(self, now: float) -> float | None:
+        """How many more requests the buckets hold now (None: no bucket known yet)."""
+        counts = [level / cost for name, bucket in self.buckets.items()
+                  if (cost := self.cost(name)) > 0 and (level := bucket.available(now)) is not None]
+        return min(counts) if counts else None
 
 
 class _Budget:
@@ -714,9 +798,9 @@ class _Live:
         cap = opts.concurrency or DEFAULT_MAX_CONCURRENCY
         self.window = _Window(cap, start=min(START_WINDOW, cap) if opts.concurrency is None else START_WINDOW)
         self.pacer = _Pacer()
-        self.pacer.observe(client.ratelimit, 0)  # the client's last reading: a second run starts paced
+        self.pacer.observe(client.ratelimit)  # the client's last reading: a second run starts paced
         self.in_flight = 0
-        self.starts: dict[int, float] = {}
+        self.marks: dict[int, int] = {}
         self.latencies: deque[float] = deque(maxlen=100)
         self.successes = 0
         self.first_failures: list[tuple[Any, ...]] = []
@@ -743,11 +827,12 @@ class _Live:
                     self.state.stopped = "stopped before the spend would pass the budget"
                     break
                 self.todo.popleft()
-                self.pacer.take()
                 started = time.monotonic()
-                self._begin(uid, started)  # counted here, not in the task: it runs when this loop yields
+                # counted here, not in the task: it runs when this loop yields
+                self._begin(uid, self.pacer.take(started))
                 task = asyncio.create_task(self._one(uid, started))
                 tasks.add(task)
+                task.add_done_callback(self._done)
                 task.add_done_callback(tasks.discard)
             while tasks:
                 await asyncio.wait(set(tasks))
@@ -760,7 +845,7 @@ class _Live:
     def _limit(self) -> int:
         """The window, plus what the mirrored bucket holds beyond it: a burst is spent at once, as
         an ideal client would (until the first congestion signal; then the window alone rules)."""
-        spare = None if self.window.cuts else self.pacer.requests.available(time.monotonic())
+        spare = None if self.window.cuts else self.pacer.spare(time.monotonic())
         extra = int(spare) if spare is not None and spare > 0 else 0
         return min(self.window.cap, self.window.limit + extra)
 
@@ -772,8 +857,8 @@ class _Live:
         except asyncio.TimeoutError:
             pass
 
-    def _begin(self, uid: int, started: float) -> None:
-        self.starts[uid] = started
+    def _begin(self, uid: int, mark: int) -> None:
+        self.marks[uid] = mark
         self.in_flight += 1
         self.state.progress.sent += 1
         self.state.progress.in_flight = self.in_flight
@@ -783,8 +868,10 @@ class _Live:
         reply: Reply | None = None
         try:
             # Known misses: refresh=True skips the client's second lookup but still stores the answer.
-            reply = await self.client.acomplete(prompt, stream=False, cache=self.opts.cache,
-                                                refresh=self.opts.cache, **self.opts.call_options())
+            mark = self.marks[uid]
+            reply = await self.client.acomplete(
+                prompt, stream=False, cache=self.opts.cache, refresh=self.opts.cache,
+                on_sent=lambda t: self.pacer.sent(mark, t), **self.opts.call_options())
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # every failure is a row's failure; a bug too shows in the table
@@ -794,17 +881,26 @@ class _Live:
             self.successes += 1
             self.pacer.learn(reply)
             if reply.retries:
-                self.window.congestion(started)
+                self._congestion(started)
             else:
                 self.window.success()
                 self._learn_latency(time.monotonic() - started)
         finally:
             self.in_flight -= 1
-            self.starts.pop(uid, None)
+            mark = self.marks.pop(uid)
             self.state.progress.in_flight = self.in_flight
+            assert self.changed is not None
+            self.changed.set()
             if self.budget is not None:
                 self.budget.settle(uid, reply, prompt)
-            self._read_headers(started if reply is not None and not reply.retries else None)
+            self._read_headers(mark if reply is not None and not reply.retries else None)
+            self.pacer.forget(self.marks.values())
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        """A request's own failures are its row's; one that escapes ``_one`` is a bug of ours:
+        stop the run with it rather than lose it (or wait forever for the task to report)."""
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self._abort(exc)
             assert self.changed is not None
             self.changed.set()
 
@@ -816,24 +912,25 @@ class _Live:
             service = float(np.percentile(np.fromiter(self.latencies, dtype=float), 20))
             self.window.sized_for(self.pacer.requests.rate, service)
 
-    def _read_headers(self, started: float | None) -> None:
+    def _read_headers(self, mark: int | None) -> None:
         """Mirror the rate-limit headers of the response that just arrived.
 
         No task ran between the client noting this response's headers and this code (no await in
-        between), so ``client.ratelimit`` is this request's. The server counted every request that
-        reached it first: those started before this one (less a little reordering slack). The ones
-        started after it are subtracted. For a retried or failed request all are (prudent).
+        between), so ``client.ratelimit`` is this request's. For a retried or failed request
+        (``mark`` None) which attempt it is from is unknown: dated at receipt, with everything in
+        flight subtracted (prudent).
         """
-        if started is None:
-            newer = self.in_flight
-        else:
-            newer = sum(1 for t in self.starts.values() if t > started - REORDER_SLACK)
-        self.pacer.observe(self.client.ratelimit, newer)
+        self.pacer.observe(self.client.ratelimit, mark=mark, in_flight=self.in_flight)
+
+    def _congestion(self, started: float) -> None:
+        """A 429/529 (or a retry): a smaller window and a more prudent mirror, once per round trip."""
+        if self.window.congestion(started):
+            self.pacer.congested()
 
     def _failed(self, uid: int, exc: Exception, started: float) -> None:
         self.state.fail(uid, exc)
         if isinstance(exc, (RateLimitError, OverloadedError)) and not isinstance(exc, SpendLimitReached):
-            self.window.congestion(started)
+            self._congestion(started)
         if isinstance(exc, _SHARED_ERRORS):
             self._abort(exc)
             return

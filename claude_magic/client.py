@@ -148,6 +148,7 @@ class _Call:
         self.earlier_blocks: list[dict[str, Any]] = []
         self.ttft: float | None = None
         self.request_id: str | None = None
+        self.on_sent: Callable[[float], Any] | None = None
 
     @property
     def shown(self) -> str:
@@ -210,6 +211,19 @@ class _Prepared:
         self.stream = stream
         self.headers = headers
         self.prompt = prompt
+
+
+def _sent_hook(on_sent: Callable[[float], Any] | None) -> dict[str, Any]:
+    """httpx extensions that call ``on_sent(time.monotonic())`` when a request's last byte left
+    (httpcore's trace): later than the call when a connection had to open first."""
+    if on_sent is None:
+        return {}
+
+    async def trace(event: str, info: Any) -> None:
+        if event.endswith("send_request_body.complete"):
+            on_sent(time.monotonic())
+
+    return {"trace": trace}
 
 
 class Client:
@@ -475,9 +489,14 @@ class Client:
         cache: bool = True,
         refresh: bool = False,
         extra_headers: dict[str, str] | None = None,
+        on_sent: Callable[[float], Any] | None = None,
         **options: Any,
     ) -> Reply:
-        """``complete`` for async code, from any event loop (Jupyter's, or the client's own)."""
+        """``complete`` for async code, from any event loop (Jupyter's, or the client's own).
+
+        ``on_sent(t)``: called on the client's loop with ``time.monotonic()`` each time an
+        attempt's request has left whole (what a rate-limit reading can be dated by).
+        """
         prep = self._prepare(
             prompt_or_messages,
             stream=stream,
@@ -491,7 +510,7 @@ class Client:
                 on_text(hit.text)
             return hit
         headers = self._headers(prep.headers)
-        return await self._on_loop(lambda emit: self._call(prep, headers, emit), on_text)
+        return await self._on_loop(lambda emit: self._call(prep, headers, emit, on_sent), on_text)
 
     async def _on_loop(
         self,
@@ -514,10 +533,12 @@ class Client:
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(job(), self._ensure_loop()))
 
     async def _call(
-        self, prep: _Prepared, headers: dict[str, str], emit: Callable[[str], Any] | None
+        self, prep: _Prepared, headers: dict[str, str], emit: Callable[[str], Any] | None,
+        on_sent: Callable[[float], Any] | None = None,
     ) -> Reply:
         started = time.perf_counter()
         call = _Call(prep.body, emit, started)
+        call.on_sent = on_sent
         if prep.stream:
             message = await self._retrying(
                 call,
@@ -552,6 +573,7 @@ class Client:
     # -- attempts --------------------------------------------------------------------------------
 
     def _note_headers(self, headers: httpx.Headers) -> None:
+        """Keep the last ``anthropic-ratelimit-*`` reading, with ``at``: ``time.monotonic()`` at receipt."""
         rl: dict[str, Any] = {
             k[len("anthropic-ratelimit-") :]: v
             for k, v in headers.items()
@@ -583,7 +605,8 @@ class Client:
         timeout = httpx.Timeout(read_timeout(call.body["max_tokens"]), connect=CONNECT_TIMEOUT, pool=None)
         try:
             response = await self._client().post(
-                "/v1/messages", json=call.sending, headers=headers, timeout=timeout
+                "/v1/messages", json=call.sending, headers=headers, timeout=timeout,
+                extensions=_sent_hook(call.on_sent),
             )
         except httpx.TransportError as exc:
             raise self._connection_error(exc) from None
@@ -603,6 +626,7 @@ class Client:
             json={**call.sending, "stream": True},
             headers={**headers, "accept": "text/event-stream"},
             timeout=timeout,
+            extensions=_sent_hook(call.on_sent),
         )
         try:
             response = await http.send(request, stream=True)
