@@ -6,6 +6,8 @@ or in the expected one-line error after exactly the expected attempts.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from claude_magic.client import CONTINUE_PROMPT, Client
@@ -180,3 +182,17 @@ def test_count_tokens_and_batches_round_trip(client, claude_emulator) -> None:
         time.sleep(0.05)
     (line,) = client.batch_results(batch)
     assert line["custom_id"] == "a-1" and line["result"]["type"] == "succeeded"
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_on_sent_reports_when_each_attempt_left(client, claude_emulator, stream) -> None:
+    # What a rate-limit reading is dated by (batch pacing): one report per attempt, in order,
+    # after the call began and before the reply came back.
+    claude_emulator.inject("529")
+    times: list[float] = []
+    before = time.monotonic()
+    call = client.acomplete(PROMPT, max_tokens=50, stream=stream, cache=False, on_sent=times.append)
+    reply = client.run(call)
+    after = time.monotonic()
+    assert reply.retries == 1 and len(messages_requests(claude_emulator)) == 2
+    assert len(times) == 2 and before < times[0] < times[1] < after
