@@ -628,6 +628,8 @@ class _Bucket:
         received = _number(ratelimit.get("at"))
         if limit is None or remaining is None or received is None or limit <= 0:
             return
+        if self.name != "requests" and remaining % 1000 == 0:
+            remaining -= 500  # token counts are rounded to the nearest thousand: maybe up by 500
         self.rate = limit / 60.0
         self.ceiling = max(self.ceiling, remaining)
         if at is None:

@@ -266,6 +266,19 @@ def test_every_bucket_the_api_reports_paces_the_starts() -> None:
     assert pacer.delay(100.0) == pytest.approx((40 - 20) / 200)  # 200 tokens a second refill
 
 
+def test_token_readings_rounded_to_the_thousand_are_taken_at_their_lowest() -> None:
+    # The API rounds token remaining to the nearest thousand: "2000" may be 1,500.
+    b = _Bucket("input-tokens")
+    b.read({"input-tokens-limit": "600000", "input-tokens-remaining": "2000", "at": 100.0})
+    assert b.available(100.0) == 1500
+    b.views.clear()
+    b.read({"input-tokens-limit": "600000", "input-tokens-remaining": "2345", "at": 100.0})
+    assert b.available(100.0) == 2345  # not a multiple of a thousand: exact
+    r = _Bucket("requests")
+    r.read({"requests-limit": "600000", "requests-remaining": "2000", "at": 100.0})
+    assert r.available(100.0) == 2000  # requests are exact
+
+
 def test_budget_reserves_max_tokens_per_request_in_flight() -> None:
     price = price_for(MODEL)
     assert price is not None

@@ -602,11 +602,19 @@ def test_tpm_limit_counts_input_and_output_tokens(emu, http):
     emu.configure(tpm=6000)  # 100 tokens a second, bucket of 100
     first = http.post("/v1/messages", json=body())
     assert first.status_code == 200
-    used = first.json()["usage"]["input_tokens"] + first.json()["usage"]["output_tokens"]
-    assert int(first.headers["anthropic-ratelimit-tokens-remaining"]) == max(0, 100 - used)
     assert first.headers["anthropic-ratelimit-input-tokens-limit"] == "6000"
     second = http.post("/v1/messages", json=body())
     assert second.status_code == 429 and int(second.headers["retry-after"]) >= 1
+
+
+def test_token_remaining_is_rounded_to_the_nearest_thousand(emu, http):
+    emu.configure(tpm=90_000, rpm=600)  # a bucket of 1,500 tokens: the first answer leaves 1,500 - used
+    first = http.post("/v1/messages", json=body(max_tokens=50))
+    used = first.json()["usage"]["input_tokens"] + first.json()["usage"]["output_tokens"]
+    assert 0 < used < 500
+    for name in ("tokens", "input-tokens", "output-tokens"):
+        assert first.headers[f"anthropic-ratelimit-{name}-remaining"] == "1000"  # 1,500 - used, rounded
+    assert first.headers["anthropic-ratelimit-requests-remaining"] == "9"  # requests are exact
 
 
 # -- prompt caching ---------------------------------------------------------------------------------

@@ -37,12 +37,16 @@ class Bucket:
         need = min(amount, self.capacity) - self.level
         return max(0.0, need / self.rate) if self.rate > 0 else math.inf
 
-    def headers(self, prefix: str, now: float) -> dict[str, str]:
+    def headers(self, prefix: str, now: float, nearest: int = 1) -> dict[str, str]:
+        """``remaining`` rounded down, or to the nearest ``nearest`` (the API rounds token counts
+        to the nearest thousand, api-notes §3)."""
         full_in = max(0.0, (self.capacity - self.level) / self.rate) if self.rate > 0 else 0.0
         wall = time.time() + full_in
+        level = max(0.0, self.level)
+        remaining = math.floor(level) if nearest == 1 else math.floor(level / nearest + 0.5) * nearest
         return {
             f"{prefix}-limit": str(int(self.limit)),
-            f"{prefix}-remaining": str(max(0, math.floor(self.level))),
+            f"{prefix}-remaining": str(remaining),
             f"{prefix}-reset": rfc3339(wall),
         }
 
@@ -87,5 +91,5 @@ class RateLimiter:
         if self.tokens:
             # one bucket limits input and output together; the split headers show that same bucket
             for prefix in ("tokens", "input-tokens", "output-tokens"):
-                out.update(self.tokens.headers(f"anthropic-ratelimit-{prefix}", now))
+                out.update(self.tokens.headers(f"anthropic-ratelimit-{prefix}", now, nearest=1000))
         return out
