@@ -1,0 +1,92 @@
+"""Dry run: which prompts are cached, and their input tokens counted (all, or a sample with the
+estimate's spread) and priced, without sending a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .. import pricing
+from ..errors import ConfigError
+from ._report import DryRunReport, _Options, _State
+
+if TYPE_CHECKING:
+    from ..client import Client
+
+DRY_RUN_SAMPLE = 50                   # count_tokens calls at most, for a dry run
+
+
+async def _count_tokens(client: Client, opts: _Options, prompts: list[str]) -> list[int]:
+    gate = asyncio.Semaphore(8)
+
+    async def one(prompt: str) -> int:
+        async with gate:
+            options = {"system": opts.system} if opts.system else {}
+            return await client.acount_tokens(prompt, model=opts.model, **options)
+
+    return list(await asyncio.gather(*(one(p) for p in prompts)))
+
+
+def _spread_sample(prompts: list[str], k: int) -> list[int]:
+    """``k`` positions spread over the prompts sorted by length (short, typical and long ones)."""
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    if len(order) <= k:
+        return order
+    return [order[int(round(j * (len(order) - 1) / (k - 1)))] for j in range(k)]
+
+
+def _estimate(sizes: np.ndarray, sample: list[int], counts: list[int]) -> tuple[int, int, int]:
+    """Total tokens over all prompts from a sample: ratio estimator on UTF-8 size, ± 2 s.e."""
+    total_bytes = float(sizes.sum())
+    b = sizes[sample].astype(float)
+    t = np.asarray(counts, dtype=float)
+    if len(sample) == len(sizes):
+        return int(t.sum()), int(t.sum()), int(t.sum())
+    ratio = t.sum() / max(b.sum(), 1.0)
+    estimate = ratio * total_bytes
+    n, big_n = len(sample), len(sizes)
+    resid = t - ratio * b
+    var = resid.var(ddof=1) if n > 1 else 0.0
+    se = big_n * math.sqrt(max(0.0, (1 - n / big_n) * var / n))
+    return int(round(estimate)), int(max(t.sum(), estimate - 2 * se)), int(round(estimate + 2 * se))
+
+
+def _peek(client: Client, opts: _Options, state: _State) -> tuple[list[int], dict[int, str]]:
+    """The dry run's lookup: which prompts are cached, without counting hits in the cache's stats."""
+    todo, keys = [], {}
+    cache = client.cache if opts.cache and not opts.refresh else None
+    for uid, prompt in enumerate(state.plan.prompts):
+        try:
+            keys[uid] = client.cache_key(opts.body(client, prompt))
+        except ConfigError as exc:
+            state.errors[uid] = exc
+            continue
+        if cache is not None and keys[uid] in cache:
+            state.cached[uid] = True
+        else:
+            todo.append(uid)
+    return todo, keys
+
+
+def _dry_run(client: Client, opts: _Options, state: _State, todo: list[int]) -> DryRunReport:
+    prompts = [state.plan.prompts[uid] for uid in todo]
+    sample = _spread_sample(prompts, DRY_RUN_SAMPLE)
+    counts = client.run(_count_tokens(client, opts, [prompts[i] for i in sample])) if sample else []
+    sizes = np.fromiter((len(p.encode("utf-8")) for p in prompts), dtype=np.int64, count=len(prompts))
+    estimate, low, high = _estimate(sizes, sample, counts) if sample else (0, 0, 0)
+    price = pricing.price_for(opts.model, prompt_tokens=max(counts, default=0))
+    factor = pricing.BATCH_DISCOUNT if opts.api == "batch" else 1.0
+    cost_low = cost_high = None
+    if price is not None:
+        cost_low = round(low * price.input / 1e6 * factor, 10)
+        worst_output = len(todo) * opts.max_tokens * price.output
+        cost_high = round((high * price.input + worst_output) / 1e6 * factor, 10)
+    return DryRunReport(rows=state.plan.rows, skipped=len(state.plan.skipped), unique=len(state.plan.prompts),
+                        cached=int(state.cached.sum()), to_send=len(todo), counted=len(sample),
+                        input_tokens=estimate, input_tokens_low=low, input_tokens_high=high,
+                        max_tokens=opts.max_tokens, model=opts.model, api=opts.api,
+                        cost_low=cost_low, cost_high=cost_high)

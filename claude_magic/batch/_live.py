@@ -1,0 +1,231 @@
+"""The live engine: ``client.acomplete`` per unique prompt, paced, within a budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .. import pricing
+from ..errors import (
+    AuthenticationError,
+    BillingError,
+    ClaudeError,
+    NotFoundError,
+    OverloadedError,
+    PermissionDeniedError,
+    RateLimitError,
+    SpendLimitReached,
+)
+from ..reply import Reply
+from ._pacing import DEFAULT_MAX_CONCURRENCY, START_WINDOW, _Pacer, _Window
+from ._report import _Options, _State
+
+if TYPE_CHECKING:
+    from ..client import Client
+
+ABORT_AFTER = 3                       # identical failures, with no success yet, that stop a run
+# Errors that every row of a run would get: stop at the first one rather than fail N rows.
+_SHARED_ERRORS = (AuthenticationError, PermissionDeniedError, NotFoundError, BillingError, SpendLimitReached)
+
+
+class _Budget:
+    """Spend so far plus the worst case of what is in flight must stay within ``limit`` USD."""
+
+    def __init__(self, limit: float, price: pricing.Price, max_tokens: int, batch: bool) -> None:
+        self.limit = limit
+        self.price = price
+        self.max_tokens = max_tokens
+        self.factor = pricing.BATCH_DISCOUNT if batch else 1.0
+        self.spent = 0.0
+        self.reserved: dict[int, float] = {}
+        self.tokens_per_byte = 1 / 3  # prudent before the first reply (CJK is ~1 token per 3 bytes)
+
+    def worst_case(self, prompt: str, system_tokens: int = 0) -> float:
+        tokens = len(prompt.encode("utf-8")) * self.tokens_per_byte + system_tokens + 8
+        usd = tokens * self.price.input + self.max_tokens * self.price.output
+        return usd * self.factor / 1_000_000
+
+    def reserve(self, uid: int, prompt: str) -> bool:
+        need = self.worst_case(prompt)
+        if self.spent + sum(self.reserved.values()) + need > self.limit + 1e-12:
+            return False
+        self.reserved[uid] = need
+        return True
+
+    def settle(self, uid: int, reply: Reply | None, prompt: str) -> None:
+        self.reserved.pop(uid, None)
+        if reply is not None:
+            self.spent += reply.cost or 0.0
+            size = len(prompt.encode("utf-8"))
+            if size and reply.usage.total_input:
+                # learn the prompt's ratio, rounded up, but never below a prudent floor
+                self.tokens_per_byte = max(self.tokens_per_byte * 0.5, reply.usage.input_tokens / size * 1.1,
+                                           1 / 8)
+
+
+class _Live:
+    """Send the prompts ``todo`` with ``client.acomplete`` on the client's loop."""
+
+    def __init__(self, client: Client, opts: _Options, state: _State, todo: list[int],
+                 budget: _Budget | None) -> None:
+        self.client = client
+        self.opts = opts
+        self.state = state
+        self.todo = deque(todo)
+        self.budget = budget
+        cap = opts.concurrency or DEFAULT_MAX_CONCURRENCY
+        self.window = _Window(cap, start=min(START_WINDOW, cap) if opts.concurrency is None else START_WINDOW)
+        self.pacer = _Pacer()
+        self.pacer.observe(client.ratelimit)  # the client's last reading: a second run starts paced
+        self.in_flight = 0
+        self.marks: dict[int, int] = {}
+        self.latencies: deque[float] = deque(maxlen=100)
+        self.successes = 0
+        self.first_failures: list[tuple[Any, ...]] = []
+        self.changed: asyncio.Event | None = None
+        self.stop = False
+
+    async def run(self) -> None:
+        self.changed = asyncio.Event()
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            while self.todo and not self.stop:
+                if self.in_flight >= self._limit():
+                    await self._wait_change()
+                    continue
+                wait = self.pacer.delay(time.monotonic())
+                if wait > 0:
+                    await self._wait_change(min(wait, 1.0))
+                    continue
+                uid = self.todo[0]
+                if self.budget is not None and not self.budget.reserve(uid, self.state.plan.prompts[uid]):
+                    if self.in_flight:
+                        await self._wait_change()  # spend settles as requests finish; then try again
+                        continue
+                    self.state.stopped = "stopped before the spend would pass the budget"
+                    break
+                self.todo.popleft()
+                started = time.monotonic()
+                # counted here, not in the task: it runs when this loop yields
+                self._begin(uid, self.pacer.take(started))
+                task = asyncio.create_task(self._one(uid, started))
+                tasks.add(task)
+                task.add_done_callback(self._done)
+                task.add_done_callback(tasks.discard)
+            while tasks:
+                await asyncio.wait(set(tasks))
+        finally:
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.wait(set(tasks), timeout=1.0)
+
+    def _limit(self) -> int:
+        """The window, plus what the mirrored bucket holds beyond it: a burst is spent at once, as
+        an ideal client would (until the first congestion signal; then the window alone rules)."""
+        spare = None if self.window.cuts else self.pacer.spare(time.monotonic())
+        extra = int(spare) if spare is not None and spare > 0 else 0
+        return min(self.window.cap, self.window.limit + extra)
+
+    async def _wait_change(self, timeout: float | None = None) -> None:
+        assert self.changed is not None
+        self.changed.clear()
+        try:
+            await asyncio.wait_for(self.changed.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    def _begin(self, uid: int, mark: int) -> None:
+        self.marks[uid] = mark
+        self.in_flight += 1
+        self.state.progress.sent += 1
+        self.state.progress.in_flight = self.in_flight
+
+    async def _one(self, uid: int, started: float) -> None:
+        prompt = self.state.plan.prompts[uid]
+        reply: Reply | None = None
+        try:
+            # Known misses: refresh=True skips the client's second lookup but still stores the answer.
+            mark = self.marks[uid]
+            reply = await self.client.acomplete(
+                prompt, stream=False, cache=self.opts.cache, refresh=self.opts.cache,
+                on_sent=lambda t: self.pacer.sent(mark, t), **self.opts.call_options())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # every failure is a row's failure; a bug too shows in the table
+            self._failed(uid, exc, started)
+        else:
+            self.state.ok(uid, reply)
+            self.successes += 1
+            self.pacer.learn(reply)
+            if reply.retries:
+                self._congestion(started)
+            else:
+                self.window.success()
+                self._learn_latency(time.monotonic() - started)
+        finally:
+            self.in_flight -= 1
+            mark = self.marks.pop(uid)
+            self.state.progress.in_flight = self.in_flight
+            assert self.changed is not None
+            self.changed.set()
+            if self.budget is not None:
+                self.budget.settle(uid, reply, prompt)
+            self._read_headers(mark if reply is not None and not reply.retries else None)
+            self.pacer.forget(self.marks.values())
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        """A request's own failures are its row's; one that escapes ``_one`` is a bug of ours:
+        stop the run with it rather than lose it (or wait forever for the task to report)."""
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self._abort(exc)
+            assert self.changed is not None
+            self.changed.set()
+
+    def _learn_latency(self, seconds: float) -> None:
+        # A low percentile, not the mean: the service time, which stalls (queues anywhere on the way)
+        # must not inflate, or a slow spell would widen the window and feed itself.
+        self.latencies.append(seconds)
+        if self.pacer.requests.rate is not None and len(self.latencies) >= 3:
+            service = float(np.percentile(np.fromiter(self.latencies, dtype=float), 20))
+            self.window.sized_for(self.pacer.requests.rate, service)
+
+    def _read_headers(self, mark: int | None) -> None:
+        """Mirror the rate-limit headers of the response that just arrived.
+
+        No task ran between the client noting this response's headers and this code (no await in
+        between), so ``client.ratelimit`` is this request's. For a retried or failed request
+        (``mark`` None) which attempt it is from is unknown: dated at receipt, with everything in
+        flight subtracted (prudent).
+        """
+        self.pacer.observe(self.client.ratelimit, mark=mark, in_flight=self.in_flight)
+
+    def _congestion(self, started: float) -> None:
+        """A 429/529 (or a retry): a smaller window and a more prudent mirror, once per round trip."""
+        if self.window.congestion(started):
+            self.pacer.congested()
+
+    def _failed(self, uid: int, exc: Exception, started: float) -> None:
+        self.state.fail(uid, exc)
+        if isinstance(exc, (RateLimitError, OverloadedError)) and not isinstance(exc, SpendLimitReached):
+            self._congestion(started)
+        if isinstance(exc, _SHARED_ERRORS):
+            self._abort(exc)
+            return
+        if self.successes == 0:
+            self.first_failures.append((type(exc), getattr(exc, "status", None), getattr(exc, "type", None)))
+            if len(self.first_failures) >= ABORT_AFTER and len(set(self.first_failures)) == 1:
+                self._abort(exc)
+
+    def _abort(self, exc: BaseException) -> None:
+        if self.stop:
+            return
+        self.stop = True
+        error = exc if isinstance(exc, ClaudeError) else ClaudeError(f"{type(exc).__name__}: {exc}")
+        self.state.aborted = error
+        self.state.stopped = f"stopped early: {error}"

@@ -1,0 +1,168 @@
+"""Rendering: a template over the rows of a table -> its distinct prompts and a code per row.
+
+Placeholders follow :mod:`claude_magic.interpolate`. Rows are factorised over the columns the
+template uses, so only distinct value combinations are rendered (linear in the rows).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ConfigError
+from ..interpolate import interpolate, placeholders
+
+
+@dataclass
+class PromptPlan:
+    """The rows of a run reduced to unique prompts.
+
+    ``codes[i]`` is the unique prompt of row ``i`` (position, not label), -1 for a row skipped
+    because a used column is missing there. ``missing`` names, per skipped row position, the
+    first missing column.
+    """
+
+    index: pd.Index
+    codes: np.ndarray
+    prompts: list[str]
+    columns: list[str]
+    skipped: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+
+    @property
+    def rows(self) -> int:
+        return len(self.codes)
+
+    def rows_per_prompt(self) -> np.ndarray:
+        valid = self.codes[self.codes >= 0]
+        return np.bincount(valid, minlength=len(self.prompts)).astype(np.int64)
+
+
+def _as_frame(data: Any) -> tuple[pd.DataFrame, dict[str, str]]:
+    """``data`` as a DataFrame plus placeholder aliases ({value} and a Series' name)."""
+    if isinstance(data, pd.DataFrame):
+        return data, {}
+    if isinstance(data, pd.Series):
+        name = data.name if isinstance(data.name, str) and data.name.isidentifier() else None
+        frame = data.to_frame(name="value")
+        return frame, ({name: "value"} if name and name != "value" else {})
+    if isinstance(data, (str, bytes)) or not isinstance(data, Iterable):
+        raise ConfigError(f"data must be a DataFrame, a Series or a list of strings, "
+                          f"got {type(data).__name__}")
+    return pd.DataFrame({"value": pd.Series(list(data), dtype=object)}), {}
+
+
+def _first_name(expr: str) -> str:
+    end = 0
+    while end < len(expr) and (expr[end].isalnum() or expr[end] == "_"):
+        end += 1
+    return expr[:end]
+
+
+def _template_columns(template: str, frame: pd.DataFrame, aliases: Mapping[str, str]) -> list[str]:
+    """The columns the template uses (ConfigError for a name that is not one)."""
+    if not isinstance(template, str) or not template.strip():
+        raise ConfigError("the template is empty: write the prompt with {column} placeholders")
+    columns: list[str] = []
+    for expr in placeholders(template):
+        name = _first_name(expr)
+        column = aliases.get(name, name)
+        if column not in frame.columns:
+            have = ", ".join(map(str, list(frame.columns)[:30])) + (" …" if len(frame.columns) > 30 else "")
+            if set(frame.columns) == {"value"}:
+                have = "value" + "".join(f" (or {a})" for a in aliases)
+            raise ConfigError(f"template placeholder {{{expr}}} names no column; the data has: {have} "
+                              f"(write {{{{{expr}}}}} for a literal brace)")
+        if column not in columns:
+            columns.append(column)
+    return columns
+
+
+def _factorize(column: pd.Series) -> np.ndarray:
+    try:
+        codes, _ = pd.factorize(column, use_na_sentinel=True)
+    except TypeError:  # unhashable cells (lists, dicts): group them by their text
+        codes, _ = pd.factorize(column.map(lambda v: v if _is_missing(v) else repr(v)), use_na_sentinel=True)
+    return np.asarray(codes, dtype=np.int64)
+
+
+def _is_missing(value: Any) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # array-like cells are values, not missing
+        return False
+
+
+def _group_codes(frame: pd.DataFrame, columns: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """One code per distinct combination of ``columns`` (-1 where any is missing), and the
+    position of the first row of each code."""
+    n = len(frame)
+    if not columns:
+        return np.zeros(n, dtype=np.int64), np.zeros(1 if n else 0, dtype=np.int64)
+    codes = np.zeros(n, dtype=np.int64)
+    missing = np.zeros(n, dtype=bool)
+    for column in columns:
+        c = _factorize(frame[column])
+        missing |= c < 0
+        # combine pairwise and re-factorise so the numbers stay small whatever the column count
+        codes = pd.factorize(codes * (int(c.max(initial=0)) + 2) + (c + 1))[0].astype(np.int64)
+    codes[missing] = -1
+    valid = np.flatnonzero(~missing)
+    remap, first = np.unique(codes[valid], return_index=True)
+    dense = np.full(n, -1, dtype=np.int64)
+    # renumber groups in order of first appearance, so prompt order follows row order
+    order = np.argsort(first, kind="stable")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    dense[valid] = rank[np.searchsorted(remap, codes[valid])]
+    return dense, valid[first[order]]
+
+
+def _renderer(template: str, aliases: Mapping[str, str]) -> Callable[[dict[str, Any]], str]:
+    """``row -> prompt`` through :func:`interpolate`. When every placeholder is a bare name, the
+    template is interpolated once with markers and split, so each row is a join (same output)."""
+    exprs = placeholders(template)
+    names = [_first_name(e) for e in exprs]
+    if names == exprs:
+        marker = "\x00\ue000{}\ue000\x00"
+        if "\ue000" not in template:
+            marks = {name: marker.format(i) for i, name in enumerate(dict.fromkeys(names))}
+            pieces = interpolate(template, marks).split("\x00")
+            slots: list[tuple[bool, str]] = []
+            index_of = {marker.format(i).strip("\x00"): name for i, name in enumerate(dict.fromkeys(names))}
+            for piece in pieces:
+                slots.append((True, aliases.get(index_of[piece], index_of[piece])) if piece in index_of
+                             else (False, piece))
+
+            def fast(row: dict[str, Any]) -> str:
+                return "".join(str(row[v]) if is_field else v for is_field, v in slots)
+
+            return fast
+
+    def slow(row: dict[str, Any]) -> str:
+        namespace = dict(row)
+        namespace.update({alias: row[column] for alias, column in aliases.items()})
+        return interpolate(template, namespace)
+
+    return slow
+
+
+def plan_prompts(template: str, data: Any) -> PromptPlan:
+    """Render ``template`` over ``data`` into unique prompts (see the module doc); sends nothing."""
+    frame, aliases = _as_frame(data)
+    columns = _template_columns(template, frame, aliases)
+    groups, first_rows = _group_codes(frame, columns)
+    render = _renderer(template, aliases)
+    sub = frame[columns] if columns else None
+    prompt_ids: dict[str, int] = {}
+    group_to_prompt = np.empty(len(first_rows), dtype=np.int64)
+    for g, pos in enumerate(first_rows):
+        row = {c: sub.iat[int(pos), i] for i, c in enumerate(columns)} if sub is not None else {}
+        prompt = render(row)
+        group_to_prompt[g] = prompt_ids.setdefault(prompt, len(prompt_ids))
+    codes = np.where(groups >= 0, group_to_prompt[np.maximum(groups, 0)] if len(first_rows) else -1, -1)
+    return PromptPlan(index=frame.index, codes=codes.astype(np.int64), prompts=list(prompt_ids),
+                      columns=columns, skipped=np.flatnonzero(groups < 0))

@@ -1,0 +1,289 @@
+"""What a run reports (progress, summary, dry-run estimate, result), its options, and its state:
+per-prompt outcomes and counters, written on the client's loop thread, read on the calling one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from .. import pricing
+from ..errors import ClaudeError, ConfigError
+from ..reply import Reply
+from ._plan import PromptPlan
+
+if TYPE_CHECKING:
+    from ..client import Client
+
+@dataclass
+class Progress:
+    """A snapshot of a run, handed to the ``progress`` callback on the calling thread.
+
+    Row counts: ``done`` rows have an answer (``cached`` of them from the response cache),
+    ``failed`` rows got an error, ``skipped`` rows had a missing value; ``total`` is every row.
+    ``sent``/``in_flight`` count requests (unique prompts). ``rate`` is requests finished per
+    second, ``eta`` seconds left (None until known), ``cost`` USD spent so far by this run.
+    """
+
+    total: int
+    done: int = 0
+    cached: int = 0
+    failed: int = 0
+    skipped: int = 0
+    sent: int = 0
+    in_flight: int = 0
+    requests_total: int = 0
+    requests_done: int = 0
+    cost: float = 0.0
+    elapsed: float = 0.0
+    rate: float = 0.0
+    eta: float | None = None
+    status: str = "starting"
+    finished: bool = False
+
+    def line(self) -> str:
+        """A one-line text rendering (what the text progress bar shows)."""
+        parts = [f"{self.done + self.failed + self.skipped:,}/{self.total:,} rows"]
+        if self.cached:
+            parts.append(f"{self.cached:,} cached")
+        if self.failed:
+            parts.append(f"{self.failed:,} failed")
+        if self.skipped:
+            parts.append(f"{self.skipped:,} skipped")
+        if self.rate:
+            parts.append(f"{self.rate:.1f} req/s")
+        if self.eta is not None and not self.finished:
+            parts.append(f"ETA {_duration(self.eta)}")
+        parts.append(pricing.format_cost(self.cost))
+        if self.status not in ("live", "done"):
+            parts.append(self.status)
+        return " · ".join(parts)
+
+
+@dataclass
+class BatchSummary:
+    """Counts of a run; ``str()`` is the one-line summary printed at the end."""
+
+    rows: int
+    unique: int
+    cached_rows: int = 0
+    cached_prompts: int = 0
+    sent: int = 0
+    succeeded_rows: int = 0
+    failed_rows: int = 0
+    skipped_rows: int = 0
+    remaining_rows: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    retries: int = 0
+    cost: float | None = 0.0
+    seconds: float = 0.0
+    api: str = "live"
+    stopped: str | None = None
+    batch_ids: list[str] = field(default_factory=list)
+
+    @property
+    def duplicates(self) -> int:
+        return max(0, self.rows - self.skipped_rows - self.unique)
+
+    def __str__(self) -> str:
+        parts = [f"{self.rows:,} rows → {self.unique:,} unique prompts"]
+        parts.append(f"{self.cached_rows:,} rows from cache")
+        parts.append(f"{self.sent:,} sent" + (" (Message Batches)" if self.api == "batch" else ""))
+        if self.failed_rows:
+            parts.append(f"{self.failed_rows:,} failed")
+        if self.skipped_rows:
+            parts.append(f"{self.skipped_rows:,} skipped (missing values)")
+        if self.remaining_rows:
+            parts.append(f"{self.remaining_rows:,} not run")
+        if self.retries:
+            parts.append(f"{self.retries:,} retr{'y' if self.retries == 1 else 'ies'}")
+        parts.append(f"{self.input_tokens:,} in / {self.output_tokens:,} out tokens")
+        at_batch_price = self.api == "batch" and self.sent
+        parts.append(pricing.format_cost(self.cost) + (" at batch price" if at_batch_price else ""))
+        parts.append(_duration(self.seconds))
+        line = " · ".join(parts)
+        return f"{line} — {self.stopped}" if self.stopped else line
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, list) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass
+class DryRunReport:
+    """What a run would send and cost; nothing was sent but ``count_tokens`` calls.
+
+    ``input_tokens`` estimates the input of the prompts to send (exact when ``counted`` equals
+    ``to_send``, else a ratio estimate from a sample spread over prompt lengths, with
+    ``input_tokens_low``/``_high`` about two standard errors apart). The cost range runs from
+    no output at all to ``max_tokens`` output for every prompt.
+    """
+
+    rows: int
+    skipped: int
+    unique: int
+    cached: int
+    to_send: int
+    counted: int
+    input_tokens: int
+    input_tokens_low: int
+    input_tokens_high: int
+    max_tokens: int
+    model: str
+    api: str
+    cost_low: float | None
+    cost_high: float | None
+
+    @property
+    def duplicates(self) -> int:
+        return max(0, self.rows - self.skipped - self.unique)
+
+    def __str__(self) -> str:
+        skipped = f", {self.skipped:,} skipped for missing values" if self.skipped else ""
+        duplicates = f"{self.duplicates:,} duplicate row{'' if self.duplicates == 1 else 's'}"
+        head = (f"dry run: {self.rows:,} rows → {self.unique:,} unique prompts "
+                f"({duplicates}{skipped}), "
+                f"{self.cached:,} cached, {self.to_send:,} to send to {self.model}")
+        if not self.to_send:
+            return head + "; nothing to pay"
+        if self.counted == self.to_send:
+            tokens = f"input {self.input_tokens:,} tokens (counted)"
+        else:
+            spread = f"{self.input_tokens_low:,}–{self.input_tokens_high:,}"
+            tokens = f"input ≈ {self.input_tokens:,} tokens ({spread}, from a sample of {self.counted:,})"
+        price = "at batch price" if self.api == "batch" else "at live price"
+        cost = "cost unknown"
+        if self.cost_low is not None:
+            cost = (f"{pricing.format_cost(self.cost_low)}–{pricing.format_cost(self.cost_high)} {price} "
+                    f"(output 0–{self.max_tokens:,} tokens each)")
+        return f"{head}; {tokens}; {cost}"
+
+
+@dataclass
+class BatchResult:
+    """Everything a run produced.
+
+    ``series``: answers aligned to the data's index (missing = ``pd.NA``) · ``errors``: one line
+    per failed row (``row``, ``status``, ``type``, ``message``) · ``skipped``: row labels with a
+    missing value · ``remaining``: rows not run (budget, interrupt, early stop) · ``summary`` ·
+    ``dry_run``: the estimate when ``dry_run=True`` · ``aborted``: the error that stopped the run.
+    """
+
+    series: pd.Series
+    errors: pd.DataFrame
+    skipped: pd.Index
+    remaining: pd.Index
+    summary: BatchSummary
+    dry_run: DryRunReport | None = None
+    aborted: ClaudeError | None = None
+
+    def __repr__(self) -> str:
+        return f"BatchResult({self.dry_run if self.dry_run is not None else self.summary})"
+
+
+class BatchInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a run; ``result`` holds every row finished before it."""
+
+    def __init__(self, result: BatchResult, message: str) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, sec = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {sec:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+@dataclass
+class _Options:
+    model: str
+    max_tokens: int
+    system: str | None
+    concurrency: int | None
+    api: str
+    budget: float | None
+    cache: bool
+    refresh: bool
+    poll_interval: float
+    body_options: dict[str, Any]
+
+    def body(self, client: Client, prompt: str) -> dict[str, Any]:
+        return client.build_body(prompt, model=self.model, max_tokens=self.max_tokens, system=self.system,
+                                 **self.body_options)
+
+    def call_options(self) -> dict[str, Any]:
+        return {"model": self.model, "max_tokens": self.max_tokens, "system": self.system,
+                **self.body_options}
+
+
+class _State:
+    """Per-prompt outcomes and running counters of one run."""
+
+    def __init__(self, plan: PromptPlan) -> None:
+        self.plan = plan
+        n = len(plan.prompts)
+        self.weights = plan.rows_per_prompt()
+        self.texts: list[str | None] = [None] * n
+        self.cached = np.zeros(n, dtype=bool)
+        self.errors: dict[int, ClaudeError | BaseException] = {}
+        self.progress = Progress(total=plan.rows, skipped=len(plan.skipped))
+        self.started = time.monotonic()
+        self.finished_times: deque[float] = deque(maxlen=200)
+        self.input_tokens = self.output_tokens = 0
+        self.retries = 0
+        self.cost: float | None = 0.0
+        self.stopped: str | None = None
+        self.aborted: ClaudeError | None = None
+        self.batch_ids: list[str] = []
+
+    def hit(self, uid: int, text: str) -> None:
+        self.texts[uid] = text
+        self.cached[uid] = True
+        self.progress.done += int(self.weights[uid])
+        self.progress.cached += int(self.weights[uid])
+
+    def ok(self, uid: int, reply: Reply) -> None:
+        self.texts[uid] = reply.text
+        self.progress.done += int(self.weights[uid])
+        self.progress.requests_done += 1
+        self._account(reply)
+
+    def fail(self, uid: int, error: BaseException) -> None:
+        self.errors[uid] = error
+        self.progress.failed += int(self.weights[uid])
+        self.progress.requests_done += 1
+        self.finished_times.append(time.monotonic())
+
+    def invalid(self, uid: int, error: ConfigError) -> None:
+        """A prompt the API would refuse (checked before sending): its rows fail, nothing is sent."""
+        self.errors[uid] = error
+        self.progress.failed += int(self.weights[uid])
+
+    def _account(self, reply: Reply) -> None:
+        self.finished_times.append(time.monotonic())
+        self.input_tokens += reply.usage.total_input
+        self.output_tokens += reply.usage.output_tokens
+        self.retries += reply.retries + reply.resumed
+        if reply.cost is None:
+            self.cost = None
+        elif self.cost is not None:
+            self.cost += reply.cost
+            self.progress.cost = self.cost
+
+    def snapshot(self) -> Progress:
+        p = self.progress
+        now = time.monotonic()
+        p.elapsed = now - self.started
+        times = self.finished_times
+        if len(times) >= 2 and now - times[0] > 0:
+            p.rate = len(times) / max(now - times[0], 1e-9)
+        left = p.requests_total - p.requests_done
+        p.eta = left / p.rate if p.rate > 0 else None
+        return Progress(**p.__dict__)
