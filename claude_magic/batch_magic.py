@@ -26,7 +26,7 @@ from .errors import ClaudeError
 if TYPE_CHECKING:
     from .batch import BatchResult, Progress
 
-__all__ = ["claude_batch", "split_line"]
+__all__ = ["ProgressView", "claude_batch", "resolve_source", "split_line"]
 
 RESULT_NAME = "_claude_batch"  # the last BatchResult, in the user's namespace (as _ is the last output)
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"

@@ -36,7 +36,7 @@ from diskcache.core import MODE_RAW, MODE_TEXT, UNKNOWN
 
 from .errors import ConfigError
 
-__all__ = ["CacheStats", "JSONDisk", "ResponseCache", "default_cache_dir"]
+__all__ = ["CacheStats", "CorruptEntry", "JSONDisk", "ResponseCache", "default_cache_dir"]
 
 log = logging.getLogger(__name__)
 

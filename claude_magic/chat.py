@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ChatStore", "Conversation", "Plan", "Turn", "cell_key", "estimate_tokens"]
+__all__ = ["ChatStore", "Conversation", "Plan", "Turn", "build_messages", "cell_key", "estimate_tokens"]
 
 DEFAULT_NAME = "default"
 _EPHEMERAL = {"type": "ephemeral"}

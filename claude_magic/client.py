@@ -38,7 +38,7 @@ from .errors import (
 from .reply import Reply, Usage
 from .retry import RetryPolicy, parse_retry_after, should_retry
 
-__all__ = ["Client", "CONTINUE_PROMPT"]
+__all__ = ["CONTINUE_PROMPT", "Client", "read_timeout"]
 
 log = logging.getLogger("claude_magic")
 T = TypeVar("T")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Summary", "execute_notebook", "main"]
+__all__ = ["DemoError", "Summary", "execute_notebook", "main"]
 
 DEFAULT_NOTEBOOK = Path("notebooks") / "quickstart.ipynb"
 DEFAULT_OUT = Path("artifacts") / "quickstart.ipynb"

@@ -35,7 +35,10 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 if TYPE_CHECKING:
     from .reply import Reply
 
-__all__ = ["Rendered", "StreamView", "close_fences", "detect_mode", "footer", "render_final", "usage_table"]
+__all__ = [
+    "Backend", "FinalBackend", "HandleBackend", "Rendered", "StreamView", "TextBackend", "WidgetBackend",
+    "close_fences", "detect_mode", "footer", "render_final", "usage_table",
+]
 
 MODES = ("widget", "handle", "text", "final")
 WAITING = "…"
