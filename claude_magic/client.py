@@ -345,7 +345,10 @@ class Client:
                     def run() -> None:
                         asyncio.set_event_loop(loop)
                         loop.call_soon(ready.set)
-                        loop.run_forever()
+                        try:
+                            loop.run_forever()
+                        finally:
+                            _shut_down(loop)
 
                     self._thread = threading.Thread(target=run, name="claude_magic-loop", daemon=True)
                     self._thread.start()
@@ -845,6 +848,21 @@ class Client:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _shut_down(loop: asyncio.AbstractEventLoop) -> None:
+    """What ``asyncio.run`` does on the way out: cancel what is left, let it unwind, close the
+    async generators (a stream's SSE iterator), close the loop. Without it a stream cut short
+    leaves a pending ``aclose`` task that Python reports at exit ("Task was destroyed")."""
+    try:
+        tasks = asyncio.all_tasks(loop)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()
 
 
 def _pump(q: queue.SimpleQueue[Any], on_text: Callable[[str], Any]) -> None:

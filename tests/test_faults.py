@@ -196,3 +196,20 @@ def test_on_sent_reports_when_each_attempt_left(client, claude_emulator, stream)
     after = time.monotonic()
     assert reply.retries == 1 and len(messages_requests(claude_emulator)) == 2
     assert len(times) == 2 and before < times[0] < times[1] < after
+
+
+def test_close_after_an_interrupted_stream_leaves_nothing_pending(client, claude_emulator) -> None:
+    # A stream cut short by Ctrl-C leaves its SSE iterator suspended; close() must finalize it
+    # and close the loop, or Python reports "Task was destroyed but it is pending!" at exit.
+    seen: list[str] = []
+
+    def on_text(delta: str) -> None:
+        seen.append(delta)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        client.complete(PROMPT, max_tokens=400, cache=False, on_text=on_text)
+    loop = client._loop
+    client.close()
+    assert loop is not None and loop.is_closed()
