@@ -16,6 +16,9 @@ could reach: ``(N - burst) / rate + latency``. Contenders, each on a fresh limit
 429s are counted on the server (every request the emulator received beyond one per row);
 lost rows are rows with no answer at the end.
 
+Then the same for claude_magic alone with a tokens-per-minute limit (``--tpm``) that binds
+before the requests one, on half the rows: the ideal is set by the tokens each request costs.
+
 Part 2 — 100,000 rows with 100 distinct prompts through ``run_batch``: time beyond the 100
 requests (the same 100 prompts alone, on a fresh cache, are the baseline), the time of a
 re-run served from the cache, and peak memory (tracemalloc) of the run.
@@ -132,6 +135,32 @@ def part1(rows: int, rpm: float, latency: float, seq_rows: int) -> None:
                   f"| {pct:>5.1f}% | {lost:>9,.0f} |")
 
 
+def part1_tokens(rows: int, rpm: float, tpm: float, latency: float) -> None:
+    """claude_magic alone, with a tokens-per-minute limit that binds before the requests one:
+    pacing must follow the tokens bucket (whose ``remaining`` the API rounds to the thousand)."""
+    token_rate = MAX_TOKENS / (latency * 0.25) if latency > 0 else None
+    with (Emulator(rpm=rpm, tpm=tpm, ttft=latency * 0.75, token_rate=token_rate) as emu,
+          tempfile.TemporaryDirectory() as tmp,
+          Client(api_key=KEY, base_url=emu.url, cache_dir=tmp) as client):
+        started = time.perf_counter()
+        result = run_batch("{value}", prompts(rows, "tpm"), client=client, model=MODEL, max_tokens=MAX_TOKENS)
+        elapsed = time.perf_counter() - started
+        received = posts(emu)
+    s = result.summary
+    per_request = (s.input_tokens + s.output_tokens) / max(s.sent, 1)  # what the emulator's bucket charges
+    by_requests = max(0.0, rows - rpm / 60) / (rpm / 60)
+    by_tokens = max(0.0, rows * per_request - tpm / 60) / (tpm / 60)
+    ideal = max(by_requests, by_tokens) + latency
+    lost = int(result.series.isna().sum())
+    pct = 100 * (received - (rows - lost)) / max(received, 1)
+    print(f"\n## {rows:,} distinct prompts at {rpm:,.0f} RPM and {tpm:,.0f} TPM (~{per_request:.0f} tokens a "
+          f"request: the tokens limit binds); ideal {ideal:.2f} s\n")
+    print(f"| {'client':<38} | {'time (s)':>9} | {'ideal/achieved':>14} | {'429s':>6} | {'lost rows':>9} |")
+    print(f"|{'-' * 40}|{'-' * 11}|{'-' * 16}|{'-' * 8}|{'-' * 11}|")
+    print(f"| {'claude_magic run_batch (adaptive)':<38} | {elapsed:>9.2f} | {ideal / elapsed:>14.3f} "
+          f"| {pct:>5.1f}% | {lost:>9,} |")
+
+
 def part2(rows: int = 100_000, distinct: int = 100) -> None:
     print(f"\n## {rows:,} rows, {distinct} distinct prompts (emulator without limits)\n")
     df = pd.DataFrame({"review": [f"review {i % distinct}: the product was fine" for i in range(rows)]})
@@ -172,11 +201,13 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1000)
     parser.add_argument("--rpm", type=float, default=6000)
     parser.add_argument("--latency", type=float, default=0.3, help="seconds per request at the emulator")
+    parser.add_argument("--tpm", type=float, default=120_000, help="tokens per minute, for the second table")
     parser.add_argument("--sequential-rows", type=int, default=40)
     parser.add_argument("--skip-throughput", action="store_true")
     args = parser.parse_args()
     if not args.skip_throughput:
         part1(args.rows, args.rpm, args.latency, args.sequential_rows)
+        part1_tokens(args.rows // 2, args.rpm, args.tpm, args.latency)
     part2()
 
 
