@@ -267,7 +267,8 @@ class MessageAssembler:
     """Builds a message from the events of one Messages stream (api-notes §2).
 
     ``feed`` takes an event name and its data line and returns the text it added
-    ("" for anything else). ``done`` is true only once ``message_stop`` arrived;
+    ("" for anything else); ``thought`` is the thinking text that event added, if any.
+    ``done`` is true only once ``message_stop`` arrived;
     a stream that ends before that is truncated. ``error`` holds the data of an
     ``error`` event. Unknown events and delta types are ignored, as the API asks.
     """
@@ -280,8 +281,10 @@ class MessageAssembler:
         self.done = False
         self.error: dict[str, Any] | None = None
         self.first_delta_at: float | None = None
+        self.thought = ""
 
     def feed(self, event: str, data: str) -> str:
+        self.thought = ""
         if event == "ping" or not data:
             return ""
         obj = json.loads(data)
@@ -322,6 +325,7 @@ class MessageAssembler:
             return text
         if kind == "thinking_delta":
             parts.append(delta["thinking"])
+            self.thought = delta["thinking"]
         elif kind == "input_json_delta":
             parts.append(delta["partial_json"])
         elif kind == "signature_delta":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
 import json
 import logging
 import os
@@ -163,6 +164,10 @@ class _Call:
             self.parts.append(delta)
             if self.emit is not None:
                 self.emit(delta)
+
+    def think(self, delta: str) -> None:
+        if self.emit is not None:
+            self.emit(_Thought(delta))
 
     def end_attempt(self) -> None:
         if self.seam is not None and (rest := self.seam.flush()):
@@ -447,6 +452,7 @@ class Client:
         cache: bool = True,
         refresh: bool = False,
         extra_headers: dict[str, str] | None = None,
+        on_thinking: Callable[[str], Any] | None = None,
         **options: Any,
     ) -> Reply:
         """Ask Claude; return the whole ``Reply``.
@@ -454,7 +460,8 @@ class Client:
         ``prompt_or_messages``: a string, or a list of ``{"role", "content"}`` messages.
         Options: ``model``, ``max_tokens``, ``system``, ``stop_sequences``, ``thinking``,
         ``effort``, ``tools``, ``tool_choice``, ``cache_system``, ``cache_prefix`` and any
-        other body field. ``on_text(delta)`` is called on this thread as text arrives.
+        other body field. ``on_text(delta)`` is called on this thread as text arrives, and
+        ``on_thinking(delta)`` as thinking does (streamed calls with thinking shown).
         ``cache=False`` neither reads nor writes the response cache; ``refresh=True``
         asks again and overwrites the cached answer.
         """
@@ -471,12 +478,13 @@ class Client:
                 on_text(hit.text)
             return hit
         headers = self._headers(prep.headers)
-        q: queue.SimpleQueue[Any] | None = queue.SimpleQueue() if on_text is not None else None
+        deliver = _route(on_text, on_thinking)
+        q: queue.SimpleQueue[Any] | None = queue.SimpleQueue() if deliver is not None else None
         fut = self.submit(self._call(prep, headers, q.put if q is not None else None))
         try:
-            if q is not None and on_text is not None:
+            if q is not None and deliver is not None:
                 fut.add_done_callback(lambda _: q.put(_DONE))
-                _pump(q, on_text)
+                _pump(q, deliver)
             return fut.result()
         except BaseException:
             fut.cancel()
@@ -492,6 +500,7 @@ class Client:
         cache: bool = True,
         refresh: bool = False,
         extra_headers: dict[str, str] | None = None,
+        on_thinking: Callable[[str], Any] | None = None,
         on_sent: Callable[[float], Any] | None = None,
         **options: Any,
     ) -> Reply:
@@ -513,7 +522,8 @@ class Client:
                 on_text(hit.text)
             return hit
         headers = self._headers(prep.headers)
-        return await self._on_loop(lambda emit: self._call(prep, headers, emit, on_sent), on_text)
+        return await self._on_loop(lambda emit: self._call(prep, headers, emit, on_sent),
+                                   _route(on_text, on_thinking))
 
     async def _on_loop(
         self,
@@ -651,6 +661,8 @@ class Client:
                 delta = asm.feed(sse.event, sse.data)
                 if delta:
                     call.text(delta)
+                elif asm.thought:
+                    call.think(asm.thought)
                 elif asm.error is not None:
                     raise _StreamBroken(asm, _wire.error_from_event(asm.error, call.request_id))
                 elif asm.done:
@@ -865,8 +877,28 @@ def _shut_down(loop: asyncio.AbstractEventLoop) -> None:
         loop.close()
 
 
-def _pump(q: queue.SimpleQueue[Any], on_text: Callable[[str], Any]) -> None:
-    """Hand queued text to ``on_text`` on this thread, a batch at a time, until the call ends."""
+class _Thought(str):
+    """A piece of thinking, on its way to ``on_thinking`` through the channel text takes."""
+
+
+def _route(on_text: Callable[[str], Any] | None,
+           on_thinking: Callable[[str], Any] | None) -> Callable[[str], Any] | None:
+    """One callback for the stream's channel: text to ``on_text``, thinking to ``on_thinking``."""
+    if on_thinking is None:
+        return None if on_text is None else (lambda d: None if isinstance(d, _Thought) else on_text(d))
+
+    def deliver(delta: str) -> None:
+        if isinstance(delta, _Thought):
+            on_thinking(str(delta))
+        elif on_text is not None:
+            on_text(delta)
+
+    return deliver
+
+
+def _pump(q: queue.SimpleQueue[Any], deliver: Callable[[str], Any]) -> None:
+    """Hand queued deltas to ``deliver`` on this thread, joined a batch at a time (text with text,
+    thinking with thinking, in order), until the call ends."""
     while True:
         item = q.get()
         chunk = [item]
@@ -876,8 +908,9 @@ def _pump(q: queue.SimpleQueue[Any], on_text: Callable[[str], Any]) -> None:
             except queue.Empty:
                 break
         done = chunk[-1] is _DONE
-        text = "".join(c for c in chunk if c is not _DONE)
-        if text:
-            on_text(text)
+        for kind, run in itertools.groupby((c for c in chunk if c is not _DONE), key=type):
+            joined = "".join(run)
+            if joined:
+                deliver(kind(joined))
         if done:
             return

@@ -41,7 +41,8 @@ __all__ = [
 ]
 
 MODES = ("widget", "handle", "text", "final")
-WAITING = "…"
+WAITING = "…"  # the placeholder; a live body that starts with it is a status, not the answer
+THINKING_TAIL = 600  # characters of thinking shown live (the whole of it goes in the final <details>)
 INCOMPLETE = "⚠ incomplete"
 
 
@@ -100,6 +101,7 @@ class StreamView:
         self.notes = list(notes)
         self.redraws = 0
         self._chunks: list[str] = []
+        self._thought: list[str] = []
         self._last_draw = float("-inf")
         self._backend = backend
         self.rendered: Rendered | None = None
@@ -129,6 +131,27 @@ class StreamView:
         now = self.clock()
         if now - self._last_draw >= self.interval:
             self._draw(now)
+
+    def think(self, delta: str) -> None:
+        """Thinking streamed before the answer: the placeholder says how far it got (and, with
+        ``show_thinking``, shows its last lines) until the first text replaces it."""
+        if not delta or self._chunks:
+            return
+        self._thought.append(delta)
+        now = self.clock()
+        if now - self._last_draw >= self.interval:
+            self._last_draw = now
+            self.redraws += 1
+            self.backend.live(self._thinking_status())
+
+    def _thinking_status(self) -> str:
+        thought = "".join(self._thought)
+        self._thought = [thought]
+        status = f"{WAITING} *thinking, {len(thought.split()):,} words so far*"
+        if not self.show_thinking:
+            return status
+        tail = thought[-THINKING_TAIL:].strip().split("\n")
+        return status + "\n\n" + "\n".join("> " + _escape_html(line) for line in tail)
 
     def _draw(self, now: float) -> None:
         self._last_draw = now
@@ -322,8 +345,8 @@ class TextBackend:
         out.flush()
 
     def live(self, body: str) -> None:
-        if body == WAITING and not self.printed:
-            return
+        if body.startswith(WAITING) and not self.printed:
+            return  # a placeholder or status: a terminal shows the answer only
         self._write(body[self.printed :])
         self.printed = len(body)
 

@@ -266,7 +266,8 @@ class ClaudeMagics(Magics):
             client = self.get_client()
             view.start()
             reply = client.complete(prompt, stream=not args.no_stream, on_text=view.update,
-                                    cache=not args.no_cache, refresh=args.refresh, **options)
+                                    on_thinking=view.think, cache=not args.no_cache, refresh=args.refresh,
+                                    **options)
         except KeyboardInterrupt:
             # the natural thing in IPython: the cell stops as any interrupted cell does
             self._leave(view, "interrupted")

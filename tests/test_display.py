@@ -8,6 +8,7 @@ import pytest
 
 from claude_magic.display import (
     INCOMPLETE,
+    THINKING_TAIL,
     WAITING,
     HandleBackend,
     Rendered,
@@ -320,3 +321,41 @@ def test_usage_table_counts_paid_calls_and_cache_savings() -> None:
 
 def test_usage_table_without_calls() -> None:
     assert usage_table([]) == ("*no calls yet in this kernel*", "no calls yet in this kernel")
+
+
+def test_thinking_before_the_answer_shows_as_a_status_until_text_arrives() -> None:
+    clock = FakeClock()
+    view, rec = view_with(clock)
+    view.think("Let me weigh")
+    assert rec.live_calls == ["… *thinking, 3 words so far*"]
+    view.think(" the options.")  # within the interval: not drawn
+    clock.now += 1
+    view.think(" Then")
+    assert rec.live_calls[-1] == "… *thinking, 6 words so far*"
+    clock.now += 1
+    view.update("Answer")
+    clock.now += 1
+    view.think(" more thinking after the text started")  # the answer holds the view now
+    assert rec.live_calls[-1] == "Answer" and len(rec.live_calls) == 3
+
+
+def test_thinking_shown_live_only_when_asked_its_last_lines_quoted() -> None:
+    clock = FakeClock()
+    view, rec = view_with(clock, show_thinking=True)
+    view.think("First <idea>\nsecond line")
+    assert rec.live_calls[-1] == "… *thinking, 4 words so far*\n\n> First &lt;idea&gt;\n> second line"
+    clock.now += 1
+    view.think("x" * 1000)
+    assert rec.live_calls[-1].endswith("> " + "x" * THINKING_TAIL)
+
+
+def test_a_terminal_shows_no_thinking_status_and_the_whole_answer() -> None:
+    out = io.StringIO()
+    clock = FakeClock()
+    view = StreamView(backend=TextBackend(out), clock=clock)
+    view.start()
+    view.think("pondering")
+    clock.now += 1
+    view.update("…and the answer")
+    view.finish(make_reply("…and the answer"))
+    assert out.getvalue().startswith("…and the answer\n")

@@ -6,7 +6,9 @@ or in the expected one-line error after exactly the expected attempts.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from typing import Any
 
 import pytest
 
@@ -213,3 +215,28 @@ def test_close_after_an_interrupted_stream_leaves_nothing_pending(client, claude
     loop = client._loop
     client.close()
     assert loop is not None and loop.is_closed()
+
+
+def test_thinking_streams_to_on_thinking_before_the_text(client) -> None:
+    events: list[tuple[str, str]] = []
+    reply = client.complete(PROMPT, model="claude-opus-5-5", max_tokens=400, cache=False,
+                            thinking="summarized", on_text=lambda d: events.append(("text", d)),
+                            on_thinking=lambda d: events.append(("thinking", d)))
+    kinds = [k for k, _ in events]
+    assert kinds[0] == "thinking" and "text" in kinds
+    assert kinds.index("text") > max(i for i, k in enumerate(kinds) if k == "thinking")
+    assert "".join(d for k, d in events if k == "thinking") == reply.thinking != ""
+    assert "".join(d for k, d in events if k == "text") == reply.text
+
+
+def test_acomplete_streams_thinking_from_another_loop(client) -> None:
+    async def main() -> tuple[Any, list[str], list[str]]:
+        thoughts: list[str] = []
+        texts: list[str] = []
+        reply = await client.acomplete(PROMPT, model="claude-opus-5-5", max_tokens=400, cache=False,
+                                       thinking="summarized", on_text=texts.append,
+                                       on_thinking=thoughts.append)
+        return reply, thoughts, texts
+
+    reply, thoughts, texts = asyncio.run(main())
+    assert "".join(thoughts) == reply.thinking != "" and "".join(texts) == reply.text

@@ -294,6 +294,22 @@ def test_thinking_is_shown_collapsed(ip: Any, emu: Any) -> None:
     assert "<details>" not in final_markdown(ip)
 
 
+def test_thinking_shows_live_until_the_answer_starts(ip: Any, emu: Any,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from claude_magic.display import HandleBackend
+
+    shown: list[str] = []
+    live = HandleBackend.live
+    monkeypatch.setattr(HandleBackend, "live", lambda self, body: (shown.append(body), live(self, body))[1])
+    emu.configure(token_rate=400)  # the answer takes long enough to be drawn live too
+    run(ip, "%%claude --thinking --no-cache -m claude-opus-5-5 --max-tokens 200\nThink about it")
+    assert ip.user_ns["_claude"].thinking
+    statuses = [i for i, body in enumerate(shown) if body.startswith("… *thinking,")]
+    answers = [i for i, body in enumerate(shown) if not body.startswith("…")]
+    assert statuses and answers and max(statuses) < min(answers)
+    assert "\n> " in shown[statuses[-1]]  # --thinking: its last lines, quoted
+
+
 def test_text_mode_prints_as_it_streams(ip: Any, emu: Any, capsys: pytest.CaptureFixture[str]) -> None:
     run(ip, "%config ClaudeMagics.display = 'text'")
     run(ip, "%%claude\nPrint me")

@@ -281,3 +281,15 @@ def test_assembler_text_includes_the_open_block_and_error_events_are_kept() -> N
     assert asm.text == "partial" and asm.content() == [] and not asm.done
     err = _wire.error_from_event(asm.error, "req_5")
     assert isinstance(err, OverloadedError) and err.status == 529 and "req_5" in str(err)
+
+
+def test_assembler_says_which_thinking_each_event_added() -> None:
+    asm = _wire.MessageAssembler()
+    start = {"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}
+    delta = {"type": "content_block_delta", "index": 0,
+             "delta": {"type": "thinking_delta", "thinking": "hmm"}}
+    seen = []
+    for name, data in [START, ("content_block_start", start), ("content_block_delta", delta), ("ping", {})]:
+        assert asm.feed(name, json.dumps(data)) == ""  # thinking is not text
+        seen.append(asm.thought)
+    assert seen == ["", "", "hmm", ""]  # only the delta's event carries it; the next one clears it
