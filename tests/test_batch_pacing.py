@@ -109,6 +109,13 @@ def test_starts_are_forgotten_once_no_reading_to_come_can_have_missed_them() -> 
     assert list(pacer.starts) == marks[2:]
     pacer.forget([])
     assert not pacer.starts
+    # a start that never left (refused before sending) is dropped once finished, even first in line,
+    # and does not hold back the ones after it
+    pacer.take(200.0)  # never leaves
+    left, waiting = pacer.take(200.1), pacer.take(200.2)
+    pacer.sent(left, 200.15)
+    pacer.forget([waiting])
+    assert list(pacer.starts) == [waiting]
 
 
 def test_congestion_makes_the_mirror_date_readings_later() -> None:

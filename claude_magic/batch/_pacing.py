@@ -185,14 +185,14 @@ class _Pacer:
             start[1] = at
 
     def forget(self, in_flight: Iterable[int]) -> None:
-        """Drop the starts no reading to come can have missed: those that left (a little) before
-        every request still in flight started."""
+        """Drop the finished starts no reading to come can have missed: those that left (a little)
+        before every request still in flight started, and those that never left (refused before
+        a byte went out: no server counts them)."""
         alive = set(in_flight)
         floor = min((self.starts[m][0] for m in alive if m in self.starts), default=math.inf) - SENT_SLACK
-        while self.starts:
-            mark, (_, left) = next(iter(self.starts.items()))
-            if mark in alive or left >= floor:
-                break
+        gone = [m for m, (_, left) in self.starts.items()
+                if m not in alive and (left < floor or left == math.inf)]
+        for mark in gone:
             del self.starts[mark]
 
     def observe(self, ratelimit: Mapping[str, Any], *, mark: int | None = None, in_flight: int = 0) -> None:
