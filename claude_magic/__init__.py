@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import sys
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +59,17 @@ def __dir__() -> list[str]:
 
 # The instance registered in each shell, so that unloading closes exactly what loading opened.
 _loaded: dict[int, Any] = {}
+
+
+def _kernel_client() -> Any:
+    """The client of the magics loaded in the running IPython shell, or None: the Python API
+    called from a notebook then shares the magics' settings, cache, emulator and usage table."""
+    if not _loaded or "IPython" not in sys.modules:
+        return None
+    from IPython import get_ipython
+
+    magics = _loaded.get(id(get_ipython()))
+    return magics.get_client() if magics is not None else None
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -40,7 +40,8 @@ EFFORTS = ("low", "medium", "high", "xhigh", "max")
 DEFAULT_CHAT = "default"  # = chat.DEFAULT_NAME (chat.py is imported on first use)
 EMULATOR_KEY = "sk-emulator-not-a-real-key"
 # settings the Client is built with: changing one rebuilds it (the next use)
-_CLIENT_TRAITS = ("api_key", "base_url", "api_version", "cache_dir", "max_wait", "offline", "cache")
+_CLIENT_TRAITS = ("api_key", "base_url", "api_version", "cache_dir", "max_wait", "offline", "cache", "model",
+                  "max_tokens")
 
 
 class _SecretStr(str):
@@ -165,6 +166,7 @@ class ClaudeMagics(Magics):
                 api_key=key or self.api_key or None,
                 base_url=url or self.base_url or None,
                 api_version=self.api_version or None,
+                model=self.model or None,
                 max_tokens=self.max_tokens,
                 max_wait=self.max_wait,
                 cache=cache if cache is not None else False,

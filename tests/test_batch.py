@@ -232,6 +232,22 @@ def test_rate_limit_and_faults_lose_nothing_duplicate_nothing_and_keep_order(emu
     assert "300 rows → 120 unique prompts" in str(s)
 
 
+def test_without_a_client_the_environment_says_where_and_the_client_is_closed(
+        claude_emulator_env: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLAUDE_MAGIC_CACHE_DIR", str(tmp_path / "cache"))
+    made: list[Client] = []
+    real_init = Client.__init__
+
+    def spy(self: Client, *args: Any, **kwargs: Any) -> None:
+        real_init(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(Client, "__init__", spy)
+    series = map_prompts("Say {value}", ["a", "b"], model=MODEL, max_tokens=16)
+    assert series.notna().all() and len(posts(claude_emulator_env)) == 2
+    assert len(made) == 1 and made[0].closed
+
+
 def test_a_rerun_is_served_from_the_cache(emu: Emulator, client: Client) -> None:
     df = reviews(50, 20)
     first = map_prompts("Say {review}", df, client=client, model=MODEL)

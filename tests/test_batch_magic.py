@@ -46,6 +46,22 @@ def ip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, claude_emulator: Any) ->
         yield shell
 
 
+# -- the Python API in a notebook ------------------------------------------------------------------------
+
+
+def test_the_python_api_in_a_notebook_uses_the_magics_client(ip: Any, claude_emulator: Any) -> None:
+    # No key nor URL in the environment: only the magics' %config knows the emulator, the model
+    # and max_tokens; map_prompts from Python shares them, their cache and their usage table.
+    run(ip, "import claude_magic\nout = claude_magic.map_prompts('Say {value}', ['a', 'b'])")
+    assert ip.user_ns["out"].notna().all()
+    bodies = [r.json for r in claude_emulator.requests if r.path == "/v1/messages"]
+    assert [(b["model"], b["max_tokens"]) for b in bodies] == [(MODEL, 16)] * 2
+    run(ip, "%claude_batch ['a', 'b'] 'Say {value}' -o out")  # the same cache: nothing sent again
+    assert len(prompts(claude_emulator)) == 2 and ip.user_ns["out"].notna().all()
+    run(ip, "%%claude\nStill there?")  # map_prompts did not close the magics' client
+    assert len(prompts(claude_emulator)) == 3
+
+
 # -- splitting the line ------------------------------------------------------------------------------
 
 

@@ -211,7 +211,8 @@ def run_batch(
     """Run ``template`` over ``data`` and return a :class:`BatchResult` (see the module doc).
 
     ``data``: a DataFrame (placeholders name columns), a Series or a list (``{value}``).
-    ``client``: defaults to a new ``Client()`` from the environment (closed afterwards).
+    ``client``: in a notebook where ``%load_ext claude_magic`` ran, the magics' client (their
+    ``%config``, cache and emulator); else a new ``Client()`` from the environment, closed after.
     ``concurrency``: the most requests in flight (the window adapts below it).
     ``api="batch"``: Message Batches at half price; ``poll_interval`` is the first wait between polls.
     ``dry_run``: send nothing but ``count_tokens``; the estimate is in ``result.dry_run``.
@@ -224,9 +225,13 @@ def run_batch(
     Raises ConfigError before sending anything for a bad template or option;
     :class:`BatchInterrupted` (a KeyboardInterrupt) on Ctrl-C, carrying the partial result.
     """
+    if client is None:
+        from .. import _kernel_client
+
+        client = _kernel_client()  # in a notebook with the extension loaded: the magics' client
     own_client = client is None
     if client is None:
-        from .client import Client
+        from ..client import Client
 
         client = Client()
     try:
