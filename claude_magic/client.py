@@ -134,7 +134,8 @@ class _StreamBroken(Exception):
 class _Call:
     """The state of one ``complete`` across its attempts."""
 
-    def __init__(self, body: dict[str, Any], emit: Callable[[str], Any] | None, started: float) -> None:
+    def __init__(self, body: dict[str, Any], emit: Callable[[str], Any] | None, started: float,
+                 on_sent: Callable[[float], Any] | None = None) -> None:
         self.body = body  # as asked; attempts send ``sending`` (the resumed body after a break)
         self.sending = body
         self.emit = emit
@@ -149,7 +150,7 @@ class _Call:
         self.earlier_blocks: list[dict[str, Any]] = []
         self.ttft: float | None = None
         self.request_id: str | None = None
-        self.on_sent: Callable[[float], Any] | None = None
+        self.on_sent = on_sent  # called with time.monotonic() when an attempt's request has left
 
     @property
     def shown(self) -> str:
@@ -550,8 +551,7 @@ class Client:
         on_sent: Callable[[float], Any] | None = None,
     ) -> Reply:
         started = time.perf_counter()
-        call = _Call(prep.body, emit, started)
-        call.on_sent = on_sent
+        call = _Call(prep.body, emit, started, on_sent)
         if prep.stream:
             message = await self._retrying(
                 call,
