@@ -18,7 +18,8 @@ with :meth:`Emulator.inject`, are listed in :mod:`.faults`.
 
 Knobs (constructor keywords, or :meth:`Emulator.configure` while running): ``ttft``, ``token_rate``,
 ``rpm``, ``tpm``, ``burst``, ``api_key``, ``batch_duration``, ``min_cache_tokens``,
-``continue_overlap``, ``organization_id``.
+``continue_overlap``, ``organization_id``; defaults in ``DEFAULT_KNOBS``, allowed
+values in :mod:`.knobs` (a bad value raises ValueError naming the knob).
 
 Command line: ``python -m claude_magic.emulator --port 8765``. Pytest: the fixtures
 ``claude_emulator`` and ``claude_emulator_env`` (``claude_magic.emulator.pytest_plugin``).
@@ -26,7 +27,8 @@ Command line: ``python -m claude_magic.emulator --port 8765``. Pytest: the fixtu
 
 from __future__ import annotations
 
-from .app import DEFAULT_KNOBS, Emulator, RecordedRequest
+from .app import Emulator, RecordedRequest
 from .faults import Fault, FaultSpecError
+from .knobs import DEFAULT_KNOBS
 
 __all__ = ["DEFAULT_KNOBS", "Emulator", "Fault", "FaultSpecError", "RecordedRequest"]

@@ -22,8 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-duration", type=float, default=0.2,
                         help="seconds a Message Batch stays in progress")
     args = parser.parse_args(argv)
-    emulator = Emulator(args.host, args.port, ttft=args.ttft, token_rate=args.token_rate, rpm=args.rpm,
-                        tpm=args.tpm, api_key=args.api_key, batch_duration=args.batch_duration)
+    try:
+        emulator = Emulator(args.host, args.port, ttft=args.ttft, token_rate=args.token_rate, rpm=args.rpm,
+                            tpm=args.tpm, api_key=args.api_key, batch_duration=args.batch_duration)
+    except ValueError as exc:
+        parser.error(str(exc))
     try:
         emulator.start()
     except OSError as exc:

@@ -25,6 +25,8 @@ from urllib.parse import parse_qs, urlsplit
 from . import caching, faults
 from .batches import BatchStore
 from .generate import Plan, plan_reply
+from .knobs import DEFAULT_KNOBS, LIMIT_KNOBS
+from .knobs import check as check_knobs
 from .models import MODEL_LIST, find_model, model_info
 from .ratelimit import RateLimiter
 from .tokens import count as count_tokens
@@ -35,20 +37,6 @@ BODY_LIMITS = {"/v1/messages/batches": 256 * MB}
 DEFAULT_BODY_LIMIT = 32 * MB
 FAULT_HEADER = "x-emulator-fault"
 REDACTED = ("x-api-key", "authorization")
-
-DEFAULT_KNOBS: dict[str, Any] = {
-    "ttft": 0.0,                 # seconds before the first content delta
-    "token_rate": None,          # output tokens per second; None = as fast as possible
-    "rpm": None,                 # requests per minute (None = unlimited)
-    "tpm": None,                 # input + output tokens per minute (None = unlimited)
-    "burst": None,               # requests bucket capacity; None = rpm / 60 (one second's worth)
-    "api_key": None,             # None = accept any non-empty key
-    "batch_duration": 0.2,       # seconds a Message Batch stays in_progress
-    "min_cache_tokens": 1024,    # shortest prefix the prompt cache stores
-    "continue_overlap": 12,      # characters a "continue" follow-up repeats (see generate.py)
-    "organization_id": "00000000-0000-4000-8000-emulator0000",
-}
-_LIMIT_KNOBS = ("rpm", "tpm", "burst")
 
 
 @dataclass(frozen=True)
@@ -114,6 +102,7 @@ class Emulator:
             ttft=ttft, token_rate=token_rate, rpm=rpm, tpm=tpm, burst=burst, api_key=api_key,
             batch_duration=batch_duration, min_cache_tokens=min_cache_tokens,
             continue_overlap=continue_overlap, organization_id=organization_id)
+        check_knobs(self._initial)
         self._lock = threading.Lock()
         self._knobs = dict(self._initial)
         self._faults: deque[tuple[faults.Fault, str]] = deque()
@@ -181,13 +170,14 @@ class Emulator:
             return dict(self._knobs)
 
     def configure(self, **knobs: Any) -> None:
-        """Change knobs while running (thread-safe); unknown names raise TypeError."""
-        unknown = set(knobs) - set(DEFAULT_KNOBS)
-        if unknown:
-            raise TypeError(f"unknown emulator knob(s) {sorted(unknown)}: use {sorted(DEFAULT_KNOBS)}")
+        """Change knobs while running (thread-safe).
+
+        Unknown names raise TypeError and bad values ValueError, before any knob changes.
+        """
+        check_knobs(knobs)
         with self._lock:
             self._knobs.update(knobs)
-            if any(k in knobs for k in _LIMIT_KNOBS):
+            if any(k in knobs for k in LIMIT_KNOBS):
                 self._limiter = RateLimiter(self._knobs["rpm"], self._knobs["tpm"], self._knobs["burst"])
 
     def inject(self, *specs: str, on: str = "/v1/messages") -> None:

@@ -1,0 +1,113 @@
+"""The emulator as a service: bad knobs, malformed HTTP, idle connections, internal errors, exposure.
+
+Each test talks to a real server over a socket; raw sockets send what no HTTP client would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+
+import pytest
+
+from claude_magic.emulator import DEFAULT_KNOBS, Emulator
+from claude_magic.emulator.__main__ import main
+
+HEADERS = b"host: x\r\nx-api-key: k\r\nanthropic-version: 2026-10-21\r\ncontent-type: application/json\r\n"
+BODY = {"model": "claude-haiku-5-5", "max_tokens": 50, "messages": [{"role": "user", "content": "Hi"}]}
+
+
+@pytest.fixture
+def emu(claude_emulator: Emulator) -> Emulator:
+    return claude_emulator
+
+
+def exchange(emu: Emulator, raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``raw`` on a new connection, then read one answer (the server closes after it)."""
+    with socket.create_connection(("127.0.0.1", emu.port), timeout=10) as sock:
+        sock.sendall(raw)
+        head, _, rest = _read_until(sock, b"\r\n\r\n").partition(b"\r\n\r\n")
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+        length = int(headers.get("content-length", "0"))
+        while len(rest) < length:
+            chunk = sock.recv(65536)
+            assert chunk, "the server closed the connection mid-answer"
+            rest += chunk
+        return int(status_line.split()[1]), headers, rest[:length]
+
+
+def _read_until(sock: socket.socket, marker: bytes) -> bytes:
+    data = b""
+    while marker not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"the server closed the connection without an answer (got {data!r})"
+        data += chunk
+    return data
+
+
+def api_error(status: int, headers: dict[str, str], payload: bytes, want: int, kind: str) -> str:
+    assert status == want, payload
+    data = json.loads(payload)
+    assert data["type"] == "error" and data["error"]["type"] == kind
+    assert data["request_id"] == headers["request-id"]
+    return data["error"]["message"]
+
+
+def post(body: bytes, extra_headers: bytes = b"") -> bytes:
+    return b"POST /v1/messages HTTP/1.1\r\n" + HEADERS + extra_headers + b"\r\n" + body
+
+
+# -- knobs --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("knob", "value", "allowed"),
+    [
+        ("rpm", -5, "rpm must be a positive number of requests per minute"),
+        ("rpm", 0, "rpm must be a positive number"),
+        ("tpm", 0, "tpm must be a positive number of tokens per minute"),
+        ("tpm", -1000, "tpm must be a positive number"),
+        ("burst", 0, "burst must be a positive number"),
+        ("ttft", -0.1, "ttft must be a number of seconds >= 0"),
+        ("ttft", None, "ttft must be a number"),
+        ("token_rate", 0, "token_rate must be a positive number of tokens per second"),
+        ("token_rate", "fast", "token_rate must be a positive number"),
+        ("rpm", True, "rpm must be a positive number"),
+        ("tpm", math.nan, "tpm must be a positive number"),
+        ("batch_duration", math.inf, "batch_duration must be a number of seconds >= 0"),
+        ("min_cache_tokens", 1.5, "min_cache_tokens must be an integer >= 0"),
+        ("continue_overlap", -1, "continue_overlap must be an integer >= 0"),
+        ("api_key", "", "api_key must be a non-empty string"),
+        ("organization_id", 7, "organization_id must be a non-empty string"),
+    ],
+)
+def test_a_bad_knob_value_is_refused_naming_the_knob_the_value_and_what_is_allowed(emu, knob, value, allowed):
+    before = emu.knobs
+    with pytest.raises(ValueError) as configured:
+        emu.configure(**{knob: value})
+    message = str(configured.value)
+    assert message.startswith(allowed) and message.endswith(f", got {value!r}") and "\n" not in message
+    assert emu.knobs == before
+    with pytest.raises(ValueError, match=f"^{knob} must be"):
+        Emulator(**{knob: value})
+
+
+def test_a_bad_knob_leaves_the_others_in_the_same_call_unchanged(emu):
+    with pytest.raises(ValueError, match="tpm"):
+        emu.configure(rpm=60, tpm=-1)
+    assert emu.knobs["rpm"] is None
+
+
+def test_the_defaults_and_none_for_unlimited_knobs_are_accepted(emu):
+    emu.configure(**DEFAULT_KNOBS)
+    emu.configure(rpm=None, tpm=None, burst=None, token_rate=None, api_key=None)
+    emu.configure(rpm=60, tpm=10_000.5, burst=1, ttft=0, token_rate=1e6, min_cache_tokens=0)
+
+
+def test_the_command_line_refuses_a_bad_knob_in_one_line(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--port", "0", "--rpm", "-5"])
+    assert info.value.code == 2
+    assert "rpm must be a positive number of requests per minute" in capsys.readouterr().err
