@@ -81,6 +81,7 @@ def post(body: bytes, extra_headers: bytes = b"") -> bytes:
         ("continue_overlap", -1, "continue_overlap must be an integer >= 0"),
         ("api_key", "", "api_key must be a non-empty string"),
         ("organization_id", 7, "organization_id must be a non-empty string"),
+        ("idle_timeout", 0, "idle_timeout must be a positive number of seconds"),
     ],
 )
 def test_a_bad_knob_value_is_refused_naming_the_knob_the_value_and_what_is_allowed(emu, knob, value, allowed):
@@ -102,7 +103,7 @@ def test_a_bad_knob_leaves_the_others_in_the_same_call_unchanged(emu):
 
 def test_the_defaults_and_none_for_unlimited_knobs_are_accepted(emu):
     emu.configure(**DEFAULT_KNOBS)
-    emu.configure(rpm=None, tpm=None, burst=None, token_rate=None, api_key=None)
+    emu.configure(rpm=None, tpm=None, burst=None, token_rate=None, api_key=None, idle_timeout=None)
     emu.configure(rpm=60, tpm=10_000.5, burst=1, ttft=0, token_rate=1e6, min_cache_tokens=0)
 
 
@@ -111,3 +112,46 @@ def test_the_command_line_refuses_a_bad_knob_in_one_line(capsys):
         main(["--port", "0", "--rpm", "-5"])
     assert info.value.code == 2
     assert "rpm must be a positive number of requests per minute" in capsys.readouterr().err
+
+
+# -- idle connections ---------------------------------------------------------------------------------
+
+
+def closed_by_server(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes; the bound only guards against a hang."""
+    sock.settimeout(30)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        b"",
+        b"POST /v1/messages HTTP/1.1\r\nhost: x\r\n",
+        post(b'{"model": ', b"content-length: 100\r\n"),
+        post(b"5\r\n[1, 2", b"transfer-encoding: chunked\r\n"),
+    ],
+    ids=["nothing", "half the headers", "half the body", "half a chunk"],
+)
+def test_a_connection_that_goes_quiet_is_closed_after_the_idle_timeout(emu, capfd, sent):
+    emu.configure(idle_timeout=0.2)
+    with socket.create_connection(("127.0.0.1", emu.port)) as sock:
+        sock.sendall(sent)
+        assert closed_by_server(sock) == b""  # closed, without an answer
+    assert emu.requests == []
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_kept_alive_connection_is_closed_once_idle(emu):
+    emu.configure(idle_timeout=0.2)
+    with socket.create_connection(("127.0.0.1", emu.port)) as sock:
+        sock.sendall(b"GET /v1/models HTTP/1.1\r\n" + HEADERS + b"\r\n")
+        answer = closed_by_server(sock)
+    assert answer.startswith(b"HTTP/1.1 200 ") and b'"data"' in answer
+
+
+def test_the_idle_timeout_defaults_to_a_minute(emu):
+    assert DEFAULT_KNOBS["idle_timeout"] == 60.0 and Emulator().knobs["idle_timeout"] == 60.0

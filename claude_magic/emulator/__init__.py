@@ -18,7 +18,7 @@ with :meth:`Emulator.inject`, are listed in :mod:`.faults`.
 
 Knobs (constructor keywords, or :meth:`Emulator.configure` while running): ``ttft``, ``token_rate``,
 ``rpm``, ``tpm``, ``burst``, ``api_key``, ``batch_duration``, ``min_cache_tokens``,
-``continue_overlap``, ``organization_id``; defaults in ``DEFAULT_KNOBS``, allowed
+``continue_overlap``, ``organization_id``, ``idle_timeout``; defaults in ``DEFAULT_KNOBS``, allowed
 values in :mod:`.knobs` (a bad value raises ValueError naming the knob).
 
 Command line: ``python -m claude_magic.emulator --port 8765``. Pytest: the fixtures

@@ -21,10 +21,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-key", default=None, help="accept only this key (default: any non-empty key)")
     parser.add_argument("--batch-duration", type=float, default=0.2,
                         help="seconds a Message Batch stays in progress")
+    parser.add_argument("--idle-timeout", type=float, default=60.0,
+                        help="seconds before a connection that sends nothing is closed (default 60)")
     args = parser.parse_args(argv)
     try:
         emulator = Emulator(args.host, args.port, ttft=args.ttft, token_rate=args.token_rate, rpm=args.rpm,
-                            tpm=args.tpm, api_key=args.api_key, batch_duration=args.batch_duration)
+                            tpm=args.tpm, api_key=args.api_key, batch_duration=args.batch_duration,
+                            idle_timeout=args.idle_timeout)
     except ValueError as exc:
         parser.error(str(exc))
     try:

@@ -3,6 +3,11 @@
 Standard library only: ``ThreadingHTTPServer`` (HTTP/1.1 keep-alive, one daemon thread per
 connection). JSON answers go out in one write with ``content-length``; streams use
 ``transfer-encoding: chunked`` with one chunk (one write, TCP_NODELAY) per SSE event.
+
+A connection that sends nothing for ``idle_timeout`` seconds (the knob, default 60) while the
+server waits for a request or the rest of one, or reads nothing while the server writes, is closed
+without an answer, so a half-open connection cannot hold a server thread forever. HTTP clients drop idle pooled connections sooner
+(httpx after 5 s), so a kept-alive connection is not closed under a client that means to reuse it.
 """
 
 from __future__ import annotations
@@ -95,13 +100,14 @@ class Emulator:
                  token_rate: float | None = None, rpm: float | None = None, tpm: float | None = None,
                  burst: float | None = None, api_key: str | None = None, batch_duration: float = 0.2,
                  min_cache_tokens: int = 1024, continue_overlap: int = 12,
-                 organization_id: str = DEFAULT_KNOBS["organization_id"]) -> None:
+                 organization_id: str = DEFAULT_KNOBS["organization_id"],
+                 idle_timeout: float | None = DEFAULT_KNOBS["idle_timeout"]) -> None:
         self.host = host
         self.port = port
         self._initial: dict[str, Any] = dict(
             ttft=ttft, token_rate=token_rate, rpm=rpm, tpm=tpm, burst=burst, api_key=api_key,
             batch_duration=batch_duration, min_cache_tokens=min_cache_tokens,
-            continue_overlap=continue_overlap, organization_id=organization_id)
+            continue_overlap=continue_overlap, organization_id=organization_id, idle_timeout=idle_timeout)
         check_knobs(self._initial)
         self._lock = threading.Lock()
         self._knobs = dict(self._initial)
@@ -173,6 +179,7 @@ class Emulator:
         """Change knobs while running (thread-safe).
 
         Unknown names raise TypeError and bad values ValueError, before any knob changes.
+        ``idle_timeout`` applies to connections opened after the change.
         """
         check_knobs(knobs)
         with self._lock:
@@ -244,6 +251,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        self.connection.settimeout(self.emulator.knobs["idle_timeout"])  # reads and writes alike
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.emulator._track(self.connection, True)
 

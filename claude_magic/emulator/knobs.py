@@ -23,6 +23,7 @@ DEFAULT_KNOBS: dict[str, Any] = {
     "min_cache_tokens": 1024,    # shortest prefix the prompt cache stores
     "continue_overlap": 12,      # characters a "continue" follow-up repeats (see generate.py)
     "organization_id": "00000000-0000-4000-8000-emulator0000",
+    "idle_timeout": 60.0,        # seconds a connection may wait for (the rest of) a request; None = forever
 }
 LIMIT_KNOBS = ("rpm", "tpm", "burst")
 
@@ -62,6 +63,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "min_cache_tokens": (_count, "an integer >= 0"),
     "continue_overlap": (_count, "an integer >= 0"),
     "organization_id": (_text, "a non-empty string"),
+    "idle_timeout": (_positive_or_none, "a positive number of seconds, or None (wait forever)"),
 }
 
 
