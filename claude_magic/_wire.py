@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 from . import pricing
-from .errors import APIError, ConfigError, SpendLimitReached, error_for_status
+from .errors import APIError, ConfigError, MalformedResponseError, SpendLimitReached, error_for_status
 from .reply import Reply, Usage
 
 DEFAULT_MODEL = "claude-opus-5-5"
@@ -230,6 +230,83 @@ def reply_from_message(message: dict[str, Any], *, model: str = "", batch: bool 
                  cost=pricing.cost(name, usage, batch=batch), batch=batch, **fields)
 
 
+def _peek(text: str, n: int = 60) -> str:
+    one = " ".join(text.split())
+    return repr(one[:n] + ("…" if len(one) > n else ""))
+
+
+def malformed(what: str, request_id: str | None = None) -> MalformedResponseError:
+    return MalformedResponseError(what, status=200, type="malformed_response", request_id=request_id)
+
+
+def parse_json(raw: bytes, source: str) -> Any:
+    """The JSON document of a 200 answer; MalformedResponseError naming what came instead."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise malformed(f"the answer from {source} is not UTF-8 text ({len(raw):,} bytes)") from None
+    if not text.strip():
+        raise malformed(f"the answer from {source} is empty (expected JSON)")
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise malformed(f"the answer from {source} is not JSON: {_peek(text)}") from None
+    except RecursionError:
+        raise malformed(f"the answer from {source} is JSON nested too deeply to read") from None
+
+
+def parse_message(raw: bytes, source: str) -> dict[str, Any]:
+    """A Messages API message from the bytes of a 200 answer, checked (see :func:`check_message`)."""
+    message = parse_json(raw, source)
+    check_message(message, source)
+    return message  # type: ignore[no-any-return]
+
+
+def _kind(value: Any) -> str:
+    return {list: "a JSON list", dict: "an object", str: "a string", bool: "a boolean",
+            type(None): "null"}.get(type(value), f"a {type(value).__name__}")
+
+
+def check_usage(usage: Any, where: str) -> None:
+    """Usage counts are integers (or null); anything else is not the protocol."""
+    if usage is None:
+        return
+    if not isinstance(usage, dict):
+        raise malformed(f"{where}: usage is {_kind(usage)}, not an object")
+    for name in ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"):
+        value = usage.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise malformed(f"{where}: usage.{name} is {value!r}, not an integer")
+    split = usage.get("cache_creation")
+    if split is not None:
+        if not isinstance(split, dict):
+            raise malformed(f"{where}: usage.cache_creation is {_kind(split)}, not an object")
+        for name, value in split.items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise malformed(f"{where}: usage.cache_creation.{name} is {value!r}, not an integer")
+
+
+def check_message(message: Any, source: str) -> None:
+    """MalformedResponseError unless ``message`` has the shape of a Messages API message (the fields
+    this package reads: content blocks, their text, usage, stop reason, model, id)."""
+    where = f"the answer from {source}"
+    if not isinstance(message, dict):
+        raise malformed(f"{where} is {_kind(message)}, not a message object")
+    content = message.get("content")
+    if not isinstance(content, list):
+        raise malformed(f"{where}: content is {_kind(content)}, not a list of blocks")
+    for i, block in enumerate(content):
+        if not isinstance(block, dict):
+            raise malformed(f"{where}: content[{i}] is {_kind(block)}, not a block")
+        if block.get("type") == "text" and not isinstance(block.get("text"), str):
+            raise malformed(f"{where}: content[{i}].text is {_kind(block.get('text'))}, not a string")
+    check_usage(message.get("usage"), where)
+    for name in ("model", "id", "stop_reason", "stop_sequence"):
+        value = message.get(name)
+        if value is not None and not isinstance(value, str):
+            raise malformed(f"{where}: {name} is {_kind(value)}, not a string")
+
+
 def parse_error(status: int, content: bytes, headers: Any) -> APIError:
     """The exception for an error response (body as documented in api-notes §3, or anything else)."""
     request_id = headers.get("request-id") if headers is not None else None
@@ -263,6 +340,24 @@ def error_from_event(data: dict[str, Any], request_id: str | None) -> APIError:
     )
 
 
+_DELTA_FIELDS = {"text_delta": "text", "thinking_delta": "thinking", "input_json_delta": "partial_json",
+                 "signature_delta": "signature"}
+
+
+def _index(obj: dict[str, Any], data: str) -> int:
+    index = obj.get("index")
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < 10_000:
+        raise malformed(f"a {obj.get('type')} event has no valid block index: {_peek(data)}")
+    return index
+
+
+def _field(obj: dict[str, Any], name: str, kind: type, data: str) -> Any:
+    value = obj.get(name)
+    if not isinstance(value, kind):
+        raise malformed(f"a {obj.get('type')} event has {name} {_kind(value)}: {_peek(data)}")
+    return value
+
+
 class MessageAssembler:
     """Builds a message from the events of one Messages stream (api-notes §2).
 
@@ -287,19 +382,29 @@ class MessageAssembler:
         self.thought = ""
         if event == "ping" or not data:
             return ""
-        obj = json.loads(data)
+        try:
+            obj = json.loads(data)
+        except (ValueError, RecursionError):
+            raise malformed(f"a stream event is not JSON: {_peek(data)}") from None
+        if not isinstance(obj, dict):
+            raise malformed(f"a stream event is {_kind(obj)}, not an object: {_peek(data)}")
         kind = obj.get("type", event)
         if kind == "content_block_delta":
-            return self._delta(obj["index"], obj["delta"])
+            return self._delta(_index(obj, data), _field(obj, "delta", dict, data))
         if kind == "content_block_start":
-            self._start(obj["index"], obj["content_block"])
+            self._start(_index(obj, data), _field(obj, "content_block", dict, data))
         elif kind == "content_block_stop":
-            self._stop(obj["index"])
+            self._stop(_index(obj, data), data)
         elif kind == "message_start":
-            self.message = obj["message"]
+            self.message = dict(_field(obj, "message", dict, data))
+            check_usage(self.message.get("usage"), "the message_start event")
             self.usage = dict(self.message.get("usage") or {})
         elif kind == "message_delta":
-            self.message.update(obj.get("delta") or {})
+            delta = obj.get("delta") or {}
+            if not isinstance(delta, dict):
+                raise malformed(f"a message_delta event has a delta that is {_kind(delta)}: {_peek(data)}")
+            check_usage(obj.get("usage"), "a message_delta event")
+            self.message.update(delta)
             self.usage.update({k: v for k, v in (obj.get("usage") or {}).items() if v is not None})
         elif kind == "message_stop":
             self.done = True
@@ -319,31 +424,40 @@ class MessageAssembler:
         if parts is None:  # a delta without its start: keep going, the block stays partial
             self._start(index, {"type": "text" if kind == "text_delta" else "unknown"})
             parts = self._parts[index]
+        field = _DELTA_FIELDS.get(kind)  # type: ignore[arg-type]
+        value = delta.get(field) if field is not None else None
+        if field is not None and not isinstance(value, str):
+            raise malformed(f"a {kind} has {field} {_kind(value)}, not a string")
         if kind == "text_delta":
-            text: str = delta["text"]
-            parts.append(text)
-            return text
+            parts.append(value)  # type: ignore[arg-type]
+            return value  # type: ignore[return-value]
         if kind == "thinking_delta":
-            parts.append(delta["thinking"])
-            self.thought = delta["thinking"]
+            parts.append(value)  # type: ignore[arg-type]
+            self.thought = value  # type: ignore[assignment]
         elif kind == "input_json_delta":
-            parts.append(delta["partial_json"])
+            parts.append(value)  # type: ignore[arg-type]
         elif kind == "signature_delta":
-            self.blocks[index]["signature"] = self.blocks[index].get("signature", "") + delta["signature"]
+            self.blocks[index]["signature"] = self.blocks[index].get("signature", "") + value  # type: ignore[operator]
         elif kind == "citations_delta":
             self.blocks[index].setdefault("citations", []).append(delta.get("citation"))
         return ""
 
-    def _stop(self, index: int) -> None:
+    def _stop(self, index: int, data: str) -> None:
+        if index >= len(self.blocks):
+            raise malformed(f"a content_block_stop for block {index}, which never started: {_peek(data)}")
         block = self.blocks[index]
         joined = "".join(self._parts.pop(index, []))
         kind = block.get("type")
         if kind == "text":
-            block["text"] = block.get("text", "") + joined
+            block["text"] = str(block.get("text") or "") + joined
         elif kind == "thinking":
-            block["thinking"] = block.get("thinking", "") + joined
+            block["thinking"] = str(block.get("thinking") or "") + joined
         elif kind in ("tool_use", "server_tool_use") and joined:
-            block["input"] = json.loads(joined)
+            try:
+                block["input"] = json.loads(joined)
+            except ValueError:
+                raise malformed(f"the input of tool call {block.get('name')!r} is not JSON: {_peek(joined)}"
+                                ) from None
 
     @property
     def text(self) -> str:

@@ -6,6 +6,9 @@ text to the caller's thread through a queue, so display updates happen where the
 caller is; ``acomplete`` awaits the same coroutine from any loop, Jupyter's
 included. One implementation of the logic, two doors. A cache hit is answered on
 the caller's thread without touching the loop.
+
+Layers below: ``_call`` (the state of one call across attempts, and its time budget),
+``_http`` (the key at the transport, bounded reads, transport errors), ``_wire`` (the JSON).
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from typing import Any, TypeVar
 import httpx
 from httpx_sse import EventSource
 
-from . import _httpcore_fix, _wire
+from . import _http, _httpcore_fix, _secrets, _wire
+from ._call import CONTINUE_PROMPT, MAX_RESUMES, READ_TIMEOUT_BASE, Call, Seam, Thought, read_timeout
 from .cache import ResponseCache
 from .errors import (
     APIConnectionError,
@@ -33,11 +37,13 @@ from .errors import (
     CacheMiss,
     ClaudeError,
     ConfigError,
+    MalformedResponseError,
     MissingAPIKey,
+    RateLimitError,
     StreamInterrupted,
 )
 from .reply import Reply, Usage
-from .retry import RetryPolicy, parse_retry_after, should_retry
+from .retry import RetryPolicy, should_retry
 
 __all__ = ["CONTINUE_PROMPT", "Client", "read_timeout"]
 
@@ -46,80 +52,16 @@ T = TypeVar("T")
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 CONNECT_TIMEOUT = 5.0
-# Non-streaming read timeout: 60 s for the time to first byte, plus 30 ms per token of
-# max_tokens (the official SDK expects 128,000 tokens an hour, 28 ms a token).
-READ_TIMEOUT_BASE = 60.0
-READ_TIMEOUT_PER_TOKEN = 0.030
 # Streaming: the longest silence between two events (the API pings while it thinks).
 STREAM_IDLE_TIMEOUT = 90.0
-MAX_RESUMES = 8
-CONTINUE_PROMPT = (
-    "Your previous answer was cut off. Continue exactly where it stopped, mid-sentence or mid-word if "
-    "need be, without repeating anything and without any preamble."
-)
+WAIT_SLICE = 0.1  # s: a blocked caller wakes this often, so any KeyboardInterrupt is seen at once
 _DONE = object()
+_Seam = Seam  # the name tests and older code use
+__all__ += ["MAX_RESUMES"]
 
 
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def read_timeout(max_tokens: int) -> float:
-    """Read timeout of a non-streaming request (see README: timeouts)."""
-    return READ_TIMEOUT_BASE + READ_TIMEOUT_PER_TOKEN * max_tokens
-
-
-class _Seam:
-    """Joins the continuation of a broken stream onto the text already shown.
-
-    ``base`` is what was sent back (the shown text, trailing whitespace stripped as the
-    API demands). With ``overlap`` (a follow-up turn) the continuation may repeat the
-    end of ``base``: the longest such repeat of at least ``MIN_OVERLAP`` characters is
-    dropped. Then whitespace the continuation repeats from the stripped tail is dropped.
-    Text is held back only until the seam is decided, then passes straight through.
-    """
-
-    MIN_OVERLAP = 4
-    WINDOW = 400
-
-    def __init__(self, shown: str, *, overlap: bool) -> None:
-        self.base = shown.rstrip()
-        self.ws = shown[len(self.base) :]
-        self.tail = self.base[-self.WINDOW :]
-        self.overlap = overlap
-        self.pending = ""
-        self.open = True
-
-    def feed(self, delta: str, final: bool = False) -> str:
-        if not self.open:
-            return delta
-        self.pending += delta
-        p = self.pending
-        k = 0
-        if self.overlap:
-            if not final and p in self.tail:
-                return ""  # the continuation may still be repeating us
-            k = next(
-                (
-                    n
-                    for n in range(min(len(p), len(self.tail)), self.MIN_OVERLAP - 1, -1)
-                    if self.tail.endswith(p[:n])
-                ),
-                0,
-            )
-        rest = p[k:]
-        common = 0
-        for a, b in zip(rest, self.ws):  # noqa: B905 (stops at the shorter on purpose)
-            if a != b:
-                break
-            common += 1
-        if common == len(rest) and common < len(self.ws) and not final:
-            return ""  # so far only whitespace we already showed
-        self.open = False
-        return rest[common:] if common else rest
-
-    def flush(self) -> str:
-        return self.feed("", final=True) if self.open and self.pending else ""
 
 
 class _StreamBroken(Exception):
@@ -131,70 +73,42 @@ class _StreamBroken(Exception):
         super().__init__(str(error))
 
 
-class _Call:
-    """The state of one ``complete`` across its attempts."""
+class _OutOfTime(Exception):
+    """An attempt passed its call's time budget (see ``_call``): final, never retried."""
 
-    def __init__(self, body: dict[str, Any], emit: Callable[[str], Any] | None, started: float,
-                 on_sent: Callable[[float], Any] | None = None) -> None:
-        self.body = body  # as asked; attempts send ``sending`` (the resumed body after a break)
-        self.sending = body
-        self.emit = emit
-        self.started = started
-        self.parts: list[str] = []
-        self.seam: _Seam | None = None
-        self.retries = 0
-        self.resumed = 0
-        self.connect_failures = 0
-        self.waited = 0.0
-        self.usage = Usage()
-        self.earlier_blocks: list[dict[str, Any]] = []
-        self.ttft: float | None = None
-        self.request_id: str | None = None
-        self.on_sent = on_sent  # called with time.monotonic() when an attempt's request has left
 
-    @property
-    def shown(self) -> str:
-        return "".join(self.parts)
+class _Watchdog:
+    """Cancels the current task when its call's deadline passes; the deadline may move later as
+    content arrives (one timer, re-armed lazily: nothing per token)."""
 
-    def text(self, delta: str) -> None:
-        if self.ttft is None:
-            self.ttft = time.perf_counter() - self.started
-        if self.seam is not None:
-            delta = self.seam.feed(delta)
-        if delta:
-            self.parts.append(delta)
-            if self.emit is not None:
-                self.emit(delta)
+    def __init__(self, call: Call) -> None:
+        self.call = call
+        self.task = asyncio.current_task()
+        self.loop = asyncio.get_running_loop()
+        self.fired = False
+        self.handle: asyncio.TimerHandle | None = None
 
-    def think(self, delta: str) -> None:
-        if self.emit is not None:
-            self.emit(_Thought(delta))
+    def __enter__(self) -> _Watchdog:
+        self._check()
+        return self
 
-    def end_attempt(self) -> None:
-        if self.seam is not None and (rest := self.seam.flush()):
-            self.parts.append(rest)
-            if self.emit is not None:
-                self.emit(rest)
+    def _check(self) -> None:
+        left = self.call.deadline() - time.monotonic()
+        if left > 0:
+            self.handle = self.loop.call_later(left, self._check)
+        elif self.task is not None:
+            self.fired = True
+            self.task.cancel()
 
-    def resume_body(self, model: str) -> dict[str, Any] | None:
-        """The body that continues from what was shown, or None to start over."""
-        shown = self.shown
-        base = shown.rstrip()
-        if not base or self.resumed >= MAX_RESUMES:
-            return None
-        messages = list(self.body["messages"])
-        if _wire.accepts_prefill(model):
-            last = messages[-1]
-            if last["role"] == "assistant" and isinstance(last["content"], str):
-                messages[-1] = {"role": "assistant", "content": last["content"] + base}
-            else:
-                messages.append({"role": "assistant", "content": base})
-            self.seam = _Seam(shown, overlap=False)
-        else:
-            messages += [{"role": "assistant", "content": base}, {"role": "user", "content": CONTINUE_PROMPT}]
-            self.seam = _Seam(shown, overlap=True)
-        self.resumed += 1
-        return {**self.body, "messages": messages}
+    def __exit__(self, *exc: Any) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+
+    def expired(self, base_url: str) -> _OutOfTime:
+        uncancel = getattr(self.task, "uncancel", None)
+        if uncancel is not None:
+            uncancel()
+        return _OutOfTime(self.call.expired_reason(base_url))
 
 
 class _Prepared:
@@ -219,19 +133,6 @@ class _Prepared:
         self.prompt = prompt
 
 
-def _sent_hook(on_sent: Callable[[float], Any] | None) -> dict[str, Any]:
-    """httpx extensions that call ``on_sent(time.monotonic())`` when a request's last byte left
-    (httpcore's trace): later than the call when a connection had to open first."""
-    if on_sent is None:
-        return {}
-
-    async def trace(event: str, info: Any) -> None:
-        if event.endswith("send_request_body.complete"):
-            on_sent(time.monotonic())
-
-    return {"trace": trace}
-
-
 class Client:
     """A client for the Claude Messages API with a response cache, retries and resumed streams.
 
@@ -239,6 +140,7 @@ class Client:
     ``ANTHROPIC_BASE_URL``, ``CLAUDE_MAGIC_CACHE_DIR``, ``CLAUDE_MAGIC_OFFLINE``), then
     defaults. ``cache=False`` turns the response cache off; a ``ResponseCache`` shares one.
     ``transport`` is an httpx async transport (``httpx.MockTransport`` in tests).
+    ``max_wait`` bounds the seconds a call spends not receiving content (see ``_call``).
     """
 
     def __init__(
@@ -259,14 +161,12 @@ class Client:
         stream_idle_timeout: float = STREAM_IDLE_TIMEOUT,
         retry_policy: RetryPolicy | None = None,
     ) -> None:
-        self._api_key = api_key or os.environ.get("ANTHROPIC_API_KEY") or None
-        self.base_url = (base_url or os.environ.get("ANTHROPIC_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
-        try:
-            self._host = httpx.URL(self.base_url).host
-        except Exception as exc:
-            raise ConfigError(f"base_url is not a URL: {self.base_url!r}") from exc
-        if not self._host:
-            raise ConfigError(f"base_url must look like https://api.anthropic.com, got {self.base_url!r}")
+        _secrets.install_log_filter()
+        if api_key is not None and (isinstance(api_key, _secrets.Secret) or str(api_key).strip()):
+            self._api_key = _secrets.check_api_key(api_key, "api_key=")
+        else:
+            self._api_key = _secrets.check_api_key(os.environ.get("ANTHROPIC_API_KEY"), "ANTHROPIC_API_KEY")
+        self._set_base_url(base_url or os.environ.get("ANTHROPIC_BASE_URL") or DEFAULT_BASE_URL)
         self.model = model or _wire.DEFAULT_MODEL
         self.max_tokens = max_tokens
         self.api_version = api_version or _wire.DEFAULT_API_VERSION
@@ -274,7 +174,7 @@ class Client:
             raise ConfigError(
                 f"api_version must be one of {', '.join(_wire.API_VERSIONS)}, got {self.api_version!r}"
             )
-        if not max_wait >= 0:
+        if isinstance(max_wait, bool) or not isinstance(max_wait, (int, float)) or not max_wait >= 0:
             raise ConfigError(f"max_wait must be a number of seconds >= 0, got {max_wait!r}")
         self.retry_policy = retry_policy or RetryPolicy(max_wait=max_wait)
         if retry_policy is None:
@@ -298,6 +198,23 @@ class Client:
         self.ratelimit: dict[str, Any] = {}
         self.closed = False
 
+    def _set_base_url(self, raw: str) -> None:
+        """Keep the URL without its ``user:password@`` (which goes to the transport as a Secret): no
+        repr, error or log line can then show the password."""
+        shown = _secrets.redact_url(str(raw)).rstrip("/")
+        try:
+            url = httpx.URL(str(raw).strip())
+        except Exception:
+            raise ConfigError(f"base_url is not a URL: {shown!r}") from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ConfigError(f"base_url must look like https://api.anthropic.com, got {shown!r}")
+        self._userinfo: tuple[_secrets.Secret, _secrets.Secret] | None = None
+        if url.userinfo:
+            self._userinfo = (_secrets.Secret(url.username), _secrets.Secret(url.password))
+            url = url.copy_with(username=None, password=None)
+        self.base_url = str(url).rstrip("/")
+        self._host = url.host
+
     # -- configuration -------------------------------------------------------------------------
 
     def __repr__(self) -> str:
@@ -307,6 +224,11 @@ class Client:
     @property
     def has_api_key(self) -> bool:
         return bool(self._api_key)
+
+    @property
+    def host(self) -> str:
+        """The API host the cache keys are made for (never the key, never a password)."""
+        return self._host
 
     @property
     def cache(self) -> ResponseCache | None:
@@ -373,13 +295,7 @@ class Client:
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the client's loop and wait for it; Ctrl-C cancels it (within a second)."""
-        fut = self.submit(coro)
-        try:
-            return fut.result()
-        except KeyboardInterrupt:
-            fut.cancel()
-            concurrent.futures.wait([fut], timeout=1.0)
-            raise
+        return _wait(self.submit(coro))
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
@@ -387,6 +303,7 @@ class Client:
             self._http = httpx.AsyncClient(
                 base_url=self.base_url,
                 transport=self._transport,
+                auth=_http.KeyAuth(self._api_key, self._userinfo),
                 timeout=httpx.Timeout(READ_TIMEOUT_BASE, connect=CONNECT_TIMEOUT, pool=None),
                 limits=httpx.Limits(
                     max_connections=self._max_connections, max_keepalive_connections=self._max_connections
@@ -396,9 +313,10 @@ class Client:
         return self._http
 
     def _headers(self, extra: dict[str, str] | None) -> dict[str, str]:
+        """Headers of a request besides the key (which the transport adds)."""
         if not self._api_key:
             raise MissingAPIKey()
-        return {"x-api-key": self._api_key, **self.extra_headers, **(extra or {})}
+        return {**self.extra_headers, **(extra or {})}
 
     # -- complete --------------------------------------------------------------------------------
 
@@ -482,15 +400,14 @@ class Client:
         deliver = _route(on_text, on_thinking)
         q: queue.SimpleQueue[Any] | None = queue.SimpleQueue() if deliver is not None else None
         fut = self.submit(self._call(prep, headers, q.put if q is not None else None))
-        try:
-            if q is not None and deliver is not None:
-                fut.add_done_callback(lambda _: q.put(_DONE))
+        if q is not None and deliver is not None:
+            fut.add_done_callback(lambda _: q.put(_DONE))
+            try:
                 _pump(q, deliver)
-            return fut.result()
-        except BaseException:
-            fut.cancel()
-            concurrent.futures.wait([fut], timeout=1.0)
-            raise
+            except BaseException:
+                _cancel(fut)
+                raise
+        return _wait(fut)
 
     async def acomplete(
         self,
@@ -550,8 +467,8 @@ class Client:
         self, prep: _Prepared, headers: dict[str, str], emit: Callable[[str], Any] | None,
         on_sent: Callable[[float], Any] | None = None,
     ) -> Reply:
-        started = time.perf_counter()
-        call = _Call(prep.body, emit, started, on_sent)
+        call = Call(prep.body, emit, max_wait=self.retry_policy.max_wait, on_sent=on_sent,
+                    first_wait=self.stream_idle_timeout)
         if prep.stream:
             message = await self._retrying(
                 call,
@@ -562,13 +479,13 @@ class Client:
             message = await self._retrying(call, lambda: self._post_attempt(call, headers))
             if text := _wire.text_of(message.get("content") or []):
                 call.text(text)
-        reply = self._reply(call, message, time.perf_counter() - started)
+        reply = self._reply(call, message, time.perf_counter() - call.started)
         if prep.store and prep.key is not None and (cache := self.cache) is not None:
             cache.set(prep.key, reply.to_dict())
         self._record(reply)
         return reply
 
-    def _reply(self, call: _Call, message: dict[str, Any], latency: float) -> Reply:
+    def _reply(self, call: Call, message: dict[str, Any], latency: float) -> Reply:
         usage = call.usage + Usage.from_api(message.get("usage"))
         if call.resumed:
             # One text block with everything shown; thinking from the first attempt, tool calls from the last.
@@ -596,69 +513,112 @@ class Client:
             rl["at"] = time.monotonic()
             self.ratelimit = rl
 
-    def _api_error(self, response: httpx.Response, content: bytes) -> APIError:
-        err = _wire.parse_error(response.status_code, content, response.headers)
-        err.retry_after = parse_retry_after(response.headers)
-        err.headers = {
-            k: v
-            for k, v in response.headers.items()
-            if k in ("x-should-retry", "retry-after", "retry-after-ms")
-        }  # type: ignore[attr-defined]
-        return err
-
-    def _connection_error(self, exc: Exception, what: str = "could not reach") -> APIConnectionError:
-        kind = type(exc).__name__
-        detail = str(exc) or kind
-        return APIConnectionError(
-            f"{what} {self.base_url}: {kind}: {detail}"
-            + ("" if "timeout" not in kind.lower() else " (check the network or base_url)")
-        )
-
-    async def _post_attempt(self, call: _Call, headers: dict[str, str]) -> dict[str, Any]:
-        timeout = httpx.Timeout(read_timeout(call.body["max_tokens"]), connect=CONNECT_TIMEOUT, pool=None)
+    async def _send(self, request: httpx.Request) -> httpx.Response:
         try:
-            response = await self._client().post(
-                "/v1/messages", json=call.sending, headers=headers, timeout=timeout,
-                extensions=_sent_hook(call.on_sent),
-            )
+            return await self._client().send(request, stream=True)
         except httpx.TransportError as exc:
-            raise self._connection_error(exc) from None
-        self._note_headers(response.headers)
-        call.request_id = response.headers.get("request-id")
-        if response.status_code != 200:
-            raise self._api_error(response, response.content)
-        return response.json()  # type: ignore[no-any-return]
+            timeout = request.extensions.get("timeout", {}).get("read")
+            raise _http.transport_error(exc, self.base_url, answered=False, timeout=timeout) from None
 
-    async def _stream_attempt(self, call: _Call, headers: dict[str, str]) -> dict[str, Any]:
-        timeout = httpx.Timeout(self.stream_idle_timeout, connect=CONNECT_TIMEOUT, pool=None)
-        asm = _wire.MessageAssembler()
-        http = self._client()
-        request = http.build_request(
-            "POST",
-            "/v1/messages",
-            json={**call.sending, "stream": True},
-            headers={**headers, "accept": "text/event-stream"},
-            timeout=timeout,
-            extensions=_sent_hook(call.on_sent),
-        )
+    async def _error_of(self, response: httpx.Response) -> APIError:
+        """The error a non-200 answer stands for, its body read up to a bound."""
         try:
-            response = await http.send(request, stream=True)
-        except httpx.TransportError as exc:
-            raise self._connection_error(exc) from None
+            content, _ = await _http.read_capped(response, _http.ERROR_BODY_LIMIT)
+        except httpx.TransportError:
+            content = b""
+        return _http.api_error(response, content, self.base_url)
+
+    async def _post_attempt(self, call: Call, headers: dict[str, str]) -> dict[str, Any]:
+        limit = read_timeout(call.body["max_tokens"])
+        request = self._client().build_request(
+            "POST", "/v1/messages", json=call.sending, headers=headers,
+            timeout=httpx.Timeout(limit, connect=CONNECT_TIMEOUT, pool=None),
+            extensions=_http.sent_hook(call.on_sent),
+        )
+        call.begin_attempt(deadline=time.monotonic() + limit + CONNECT_TIMEOUT)
+        produced = False
+        try:
+            with _Watchdog(call) as watchdog:
+                try:
+                    message = await self._post_exchange(call, request)
+                except asyncio.CancelledError:
+                    if watchdog.fired:
+                        raise watchdog.expired(self.base_url) from None
+                    raise
+            produced = True
+            return message
+        finally:
+            call.end(produced)
+
+    async def _post_exchange(self, call: Call, request: httpx.Request) -> dict[str, Any]:
+        response = await self._send(request)
         try:
             self._note_headers(response.headers)
             call.request_id = response.headers.get("request-id")
             if response.status_code != 200:
-                raise self._api_error(response, await response.aread())
+                raise await self._error_of(response)
+            try:
+                content, too_long = await _http.read_capped(response, _http.REPLY_LIMIT)
+            except httpx.TransportError as exc:
+                raise _http.transport_error(exc, self.base_url, answered=True) from None
+            if too_long:
+                raise _http.malformed(f"the answer from {self.base_url} is larger than "
+                                      f"{_http.REPLY_LIMIT // 2**20} MB", response)
+            _http.check_content_type(response, "application/json", self.base_url, content)
+            try:
+                return _wire.parse_message(content, self.base_url)
+            except MalformedResponseError as exc:
+                exc.request_id = call.request_id
+                raise
+        finally:
+            await response.aclose()
+
+    async def _stream_attempt(self, call: Call, headers: dict[str, str]) -> dict[str, Any]:
+        asm = _wire.MessageAssembler()
+        request = self._client().build_request(
+            "POST",
+            "/v1/messages",
+            json={**call.sending, "stream": True},
+            headers={**headers, "accept": "text/event-stream"},
+            timeout=httpx.Timeout(self.stream_idle_timeout, connect=CONNECT_TIMEOUT, pool=None),
+            extensions=_http.sent_hook(call.on_sent),
+        )
+        call.begin_attempt()
+        try:
+            with _Watchdog(call) as watchdog:
+                try:
+                    return await self._stream_exchange(call, request, asm)
+                except asyncio.CancelledError:
+                    if watchdog.fired:
+                        call.end_attempt()
+                        raise _StreamBroken(asm, watchdog.expired(self.base_url)) from None  # type: ignore[arg-type]
+                    raise
+        finally:
+            call.end(produced=False)
+
+    async def _stream_exchange(self, call: Call, request: httpx.Request,
+                               asm: _wire.MessageAssembler) -> dict[str, Any]:
+        response = await self._send(request)
+        try:
+            self._note_headers(response.headers)
+            call.request_id = response.headers.get("request-id")
+            if response.status_code != 200:
+                raise await self._error_of(response)
+            try:
+                _http.check_content_type(response, "text/event-stream", self.base_url)
+            except MalformedResponseError as exc:
+                raise _StreamBroken(asm, exc) from None
             await self._read_events(call, asm, response)
         finally:
             await response.aclose()
         return {**asm.message, "content": asm.content(), "usage": asm.usage}
 
-    async def _read_events(self, call: _Call, asm: _wire.MessageAssembler, response: httpx.Response) -> None:
+    async def _read_events(self, call: Call, asm: _wire.MessageAssembler, response: httpx.Response) -> None:
         try:
             async for sse in EventSource(response).aiter_sse():
                 delta = asm.feed(sse.event, sse.data)
+                if sse.event not in ("ping", "message_start"):
+                    call.content()
                 if delta:
                     call.text(delta)
                 elif asm.thought:
@@ -668,11 +628,11 @@ class Client:
                 elif asm.done:
                     break
         except httpx.TransportError as exc:
-            raise _StreamBroken(asm, self._connection_error(exc, "the stream broke from")) from None
-        except ValueError as exc:  # a data line that is not JSON, or the wrong content type
-            raise _StreamBroken(
-                asm, APIConnectionError(f"unreadable stream from {self.base_url}: {exc}")
-            ) from None
+            error = _http.transport_error(exc, self.base_url, answered=True, timeout=self.stream_idle_timeout)
+            raise _StreamBroken(asm, error) from None
+        except MalformedResponseError as exc:
+            exc.request_id = call.request_id
+            raise _StreamBroken(asm, exc) from None
         if not asm.done:
             raise _StreamBroken(
                 asm,
@@ -680,7 +640,7 @@ class Client:
             )
         call.end_attempt()
 
-    def _prepare_resume(self, call: _Call, asm: _wire.MessageAssembler) -> dict[str, Any] | None:
+    def _prepare_resume(self, call: Call, asm: _wire.MessageAssembler) -> dict[str, Any] | None:
         """Keep what the broken attempt cost and showed; the body that resumes, or None to start over."""
         call.end_attempt()
         call.usage = call.usage + Usage.from_api(asm.usage)
@@ -690,23 +650,36 @@ class Client:
         if body is None:
             call.seam = None
             if call.shown:
-                raise StreamInterrupted("the stream broke too often to resume", partial=call.shown)
+                raise StreamInterrupted(
+                    f"the stream broke too often to resume ({call.resumed + 1} breaks; "
+                    f"last: {call.last_error})",
+                    partial=call.shown, cause=call.last_error)
         return body
 
     async def _retrying(
         self,
-        call: _Call,
+        call: Call,
         attempt: Callable[[], Awaitable[T]],
         on_broken: Callable[[_wire.MessageAssembler], dict[str, Any] | None] | None = None,
     ) -> T:
-        """Run ``attempt`` until it succeeds, the failure is final, or the wait budget is spent."""
+        """Run ``attempt`` until it succeeds, the failure is final, or the time budget is spent."""
         while True:
             await self._respect_pause(call)
             try:
                 return await attempt()
+            except _OutOfTime as exc:
+                raise self._final(call, APIConnectionError(str(exc)), gave_up=True) from None
             except (APIError, APIConnectionError, _StreamBroken) as exc:
                 error = exc.error if isinstance(exc, _StreamBroken) else exc
-                if not should_retry(error, getattr(error, "headers", None)):
+                call.last_error = error
+                if isinstance(error, _OutOfTime):
+                    raise self._final(call, APIConnectionError(str(error)), gave_up=True) from None
+                if isinstance(error, MalformedResponseError):
+                    call.malformed += 1  # not the protocol: once may be a proxy's hiccup, twice is not
+                    retry = call.malformed <= 1
+                else:
+                    retry = should_retry(error, getattr(error, "headers", None))
+                if not retry:
                     raise self._final(call, error) from None
                 if isinstance(error, APIConnectionError) and not isinstance(exc, _StreamBroken):
                     call.connect_failures += 1
@@ -715,7 +688,7 @@ class Client:
                 delay = self.retry_policy.delay(call.retries, getattr(error, "headers", None))
                 if isinstance(error, APIError) and error.retry_after is not None:
                     self._pause_until = max(self._pause_until, time.monotonic() + delay)
-                if call.waited + delay > self.retry_policy.max_wait:
+                if delay > call.idle_left:
                     raise self._final(call, error, gave_up=True, next_wait=delay) from None
                 resumed = None
                 if isinstance(exc, _StreamBroken) and on_broken is not None:
@@ -725,18 +698,24 @@ class Client:
                     call.retries += 1
                 log.debug("attempt failed (%s); retrying in %.2f s", error, delay)
                 await asyncio.sleep(delay)
-                call.waited += delay
+                call.waited(delay)
 
-    async def _respect_pause(self, call: _Call) -> None:
+    async def _respect_pause(self, call: Call) -> None:
         while (wait := self._pause_until - time.monotonic()) > 0:
+            if wait > call.idle_left:
+                pause = RateLimitError("the API asked every request of this client to wait (retry-after)",
+                                       status=429, type="rate_limit_error")
+                raise self._final(call, pause, gave_up=True, next_wait=wait)
             await asyncio.sleep(wait)
-            call.waited += wait
+            call.waited(wait)
 
     def _final(
-        self, call: _Call, error: ClaudeError, *, gave_up: bool = False, next_wait: float | None = None
+        self, call: Call, error: BaseException, *, gave_up: bool = False, next_wait: float | None = None
     ) -> ClaudeError:
         """The error to raise: with what was tried, and the partial text if some was shown."""
         call.end_attempt()
+        if not isinstance(error, ClaudeError):
+            error = APIConnectionError(str(error))
         message = str(error)
         if gave_up:
             attempts = call.retries + call.resumed + 1
@@ -767,24 +746,51 @@ class Client:
         path: str,
         body: Any = None,
         params: dict[str, Any] | None = None,
-        parse: Callable[[httpx.Response], Any] | None = None,
+        lines: bool = False,
     ) -> Any:
+        """One JSON (or JSON lines) exchange with the API, retried like a message."""
         headers = self._headers(None)
-        call = _Call({"model": "", "messages": []}, None, time.perf_counter())
+        call = Call({"model": "", "messages": [], "max_tokens": 0}, None, max_wait=self.retry_policy.max_wait)
 
         async def attempt() -> Any:
+            request = self._client().build_request(method, path, json=body, params=params, headers=headers)
+            call.begin_attempt(deadline=time.monotonic() + READ_TIMEOUT_BASE + CONNECT_TIMEOUT)
+            produced = False
             try:
-                response = await self._client().request(
-                    method, path, json=body, params=params, headers=headers
-                )
-            except httpx.TransportError as exc:
-                raise self._connection_error(exc) from None
-            self._note_headers(response.headers)
-            if response.status_code != 200:
-                raise self._api_error(response, response.content)
-            return parse(response) if parse else response.json()
+                with _Watchdog(call) as watchdog:
+                    try:
+                        result = await self._json_exchange(request, lines)
+                    except asyncio.CancelledError:
+                        if watchdog.fired:
+                            raise watchdog.expired(self.base_url) from None
+                        raise
+                produced = True
+                return result
+            finally:
+                call.end(produced)
 
         return await self._on_loop(lambda _: self._retrying(call, attempt))
+
+    async def _json_exchange(self, request: httpx.Request, lines: bool) -> Any:
+        response = await self._send(request)
+        try:
+            self._note_headers(response.headers)
+            if response.status_code != 200:
+                raise await self._error_of(response)
+            try:
+                # results of a Message Batch may be large; anything else is small
+                content, too_long = await _http.read_capped(response, 2**31 if lines else _http.REPLY_LIMIT)
+            except httpx.TransportError as exc:
+                raise _http.transport_error(exc, self.base_url, answered=True) from None
+            if too_long:
+                raise _http.malformed(f"the answer from {self.base_url} is too large", response)
+            if lines:
+                return [_wire.parse_json(line, self.base_url)
+                        for line in content.splitlines() if line.strip()]
+            _http.check_content_type(response, "application/json", self.base_url, content)
+            return _wire.parse_json(content, self.base_url)
+        finally:
+            await response.aclose()
 
     async def acount_tokens(
         self, prompt_or_messages: Any, *, model: str | None = None, **options: Any
@@ -792,23 +798,34 @@ class Client:
         """Input tokens the prompt would use (``/v1/messages/count_tokens``); sends no message."""
         body = _wire.count_tokens_body(self.build_body(prompt_or_messages, model=model, **options))
         result = await self._json("POST", "/v1/messages/count_tokens", body)
-        return int(result["input_tokens"])
+        count = result.get("input_tokens") if isinstance(result, dict) else None
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise _wire.malformed(f"count_tokens from {self.base_url} gave no integer input_tokens")
+        return count
 
     def count_tokens(self, prompt_or_messages: Any, *, model: str | None = None, **options: Any) -> int:
         return self.run(self.acount_tokens(prompt_or_messages, model=model, **options))
 
     async def acreate_batch(self, requests: list[dict[str, Any]]) -> dict[str, Any]:
         """Submit a Message Batch: ``requests`` = ``[{"custom_id": ..., "params": body}, ...]``."""
-        return await self._json("POST", "/v1/messages/batches", {"requests": requests})  # type: ignore[no-any-return]
+        return await self._batch_object("POST", "/v1/messages/batches", {"requests": requests})
 
     async def aretrieve_batch(self, batch_id: str) -> dict[str, Any]:
-        return await self._json("GET", f"/v1/messages/batches/{batch_id}")  # type: ignore[no-any-return]
+        return await self._batch_object("GET", f"/v1/messages/batches/{batch_id}")
 
     async def acancel_batch(self, batch_id: str) -> dict[str, Any]:
-        return await self._json("POST", f"/v1/messages/batches/{batch_id}/cancel")  # type: ignore[no-any-return]
+        return await self._batch_object("POST", f"/v1/messages/batches/{batch_id}/cancel")
+
+    async def _batch_object(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        batch = await self._json(method, path, body)
+        if not isinstance(batch, dict) or not isinstance(batch.get("id"), str):
+            raise _wire.malformed(f"{method} {path} on {self.base_url} answered without a batch object")
+        return batch
 
     async def alist_batches(self, limit: int = 20) -> list[dict[str, Any]]:
         page = await self._json("GET", "/v1/messages/batches", params={"limit": limit})
+        if not isinstance(page, dict) or not isinstance(page.get("data"), list):
+            raise _wire.malformed(f"the list of batches from {self.base_url} has no data list")
         return page["data"]  # type: ignore[no-any-return]
 
     async def abatch_results(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
@@ -816,11 +833,8 @@ class Client:
         url = batch.get("results_url") or f"/v1/messages/batches/{batch['id']}/results"
         if url.startswith(self.base_url):
             url = url[len(self.base_url) :]
-
-        def lines(response: httpx.Response) -> list[dict[str, Any]]:
-            return [json.loads(line) for line in response.text.splitlines() if line.strip()]
-
-        return await self._json("GET", url, parse=lines)  # type: ignore[no-any-return]
+        results = await self._json("GET", url, lines=True)
+        return [r for r in results if isinstance(r, dict)]
 
     def create_batch(self, requests: list[dict[str, Any]]) -> dict[str, Any]:
         return self.run(self.acreate_batch(requests))
@@ -877,18 +891,34 @@ def _shut_down(loop: asyncio.AbstractEventLoop) -> None:
         loop.close()
 
 
-class _Thought(str):
-    """A piece of thinking, on its way to ``on_thinking`` through the channel text takes."""
+def _cancel(fut: concurrent.futures.Future[Any]) -> None:
+    fut.cancel()
+    concurrent.futures.wait([fut], timeout=1.0)
+
+
+def _wait(fut: concurrent.futures.Future[T]) -> T:
+    """The future's result, waited for in short slices: a blocking wait does not see an interrupt
+    raised from another thread (``_thread.interrupt_main``, what Windows' stop button uses) until it
+    returns. Ctrl-C cancels the work (within a second) and re-raises."""
+    try:
+        while True:
+            try:
+                return fut.result(timeout=WAIT_SLICE)
+            except concurrent.futures.TimeoutError:
+                continue
+    except BaseException:
+        _cancel(fut)
+        raise
 
 
 def _route(on_text: Callable[[str], Any] | None,
            on_thinking: Callable[[str], Any] | None) -> Callable[[str], Any] | None:
     """One callback for the stream's channel: text to ``on_text``, thinking to ``on_thinking``."""
     if on_thinking is None:
-        return None if on_text is None else (lambda d: None if isinstance(d, _Thought) else on_text(d))
+        return None if on_text is None else (lambda d: None if isinstance(d, Thought) else on_text(d))
 
     def deliver(delta: str) -> None:
-        if isinstance(delta, _Thought):
+        if isinstance(delta, Thought):
             on_thinking(str(delta))
         elif on_text is not None:
             on_text(delta)
@@ -898,9 +928,12 @@ def _route(on_text: Callable[[str], Any] | None,
 
 def _pump(q: queue.SimpleQueue[Any], deliver: Callable[[str], Any]) -> None:
     """Hand queued deltas to ``deliver`` on this thread, joined a batch at a time (text with text,
-    thinking with thinking, in order), until the call ends."""
+    thinking with thinking, in order), until the call ends. Waits in short slices (see ``_wait``)."""
     while True:
-        item = q.get()
+        try:
+            item = q.get(timeout=WAIT_SLICE)
+        except queue.Empty:
+            continue
         chunk = [item]
         while True:
             try:

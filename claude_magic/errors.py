@@ -1,12 +1,15 @@
 """The exceptions claude_magic raises.
 
 Every message is one line that says what went wrong and what to do next. No
-message, repr or traceback text ever contains the API key.
+message, repr or traceback text ever contains the API key: besides never putting it
+there, every message goes through :func:`claude_magic._secrets.scrub` when the
+exception is made (the last line of defence).
 
     ClaudeError
     ├── ConfigError             bad argument or setting, caught before any request
     │   └── MissingAPIKey       no key in the argument, %config or ANTHROPIC_API_KEY
     ├── APIError                the API answered with an error (status, type, message, request id)
+    │   ├── MalformedResponseError  the answer is not the protocol (HTML, bad JSON, wrong shapes)
     │   ├── BadRequestError         400 invalid_request_error
     │   ├── AuthenticationError     401 authentication_error
     │   ├── BillingError            402 billing_error
@@ -27,6 +30,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._secrets import scrub
+
 __all__ = [
     "APIConnectionError",
     "APIError",
@@ -36,6 +41,7 @@ __all__ = [
     "BudgetExceeded",
     "CacheMiss",
     "ClaudeError",
+    "MalformedResponseError",
     "ConfigError",
     "MissingAPIKey",
     "NotFoundError",
@@ -52,6 +58,9 @@ __all__ = [
 
 class ClaudeError(Exception):
     """Base class of every error claude_magic raises on purpose."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*(scrub(a) if isinstance(a, str) else a for a in args))
 
 
 class ConfigError(ClaudeError, ValueError):
@@ -85,7 +94,7 @@ class APIError(ClaudeError):
         body: Any = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        self.message = message
+        self.message = scrub(str(message))
         self.headers = headers or {}  # the response headers that steer retries
         self.status = status
         self.type = type
@@ -120,6 +129,12 @@ def _rebuild_api_error(
 
 class BadRequestError(APIError):
     pass
+
+
+class MalformedResponseError(APIError):
+    """The server answered, but not in the API's protocol (an HTML page from a proxy or a captive
+    portal, JSON that does not parse or has the wrong shape, an event stream that is not one).
+    Retried once (a proxy may have hiccuped), then final."""
 
 
 class AuthenticationError(APIError):
@@ -169,7 +184,7 @@ class StreamInterrupted(ClaudeError):
     """
 
     def __init__(self, message: str, *, partial: str = "", cause: BaseException | None = None) -> None:
-        self.partial = partial
+        self.partial = scrub(partial)
         self.cause = cause
         super().__init__(message)
 
