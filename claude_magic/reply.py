@@ -1,11 +1,17 @@
-"""What a call returns: the answer, its usage and what it cost."""
+"""What a call returns: the answer, its usage and what it cost.
+
+A ``Reply`` travels as a plain dict (``to_dict``) through the response cache and cassettes, which
+anyone can edit: :func:`check_dict` is the one definition of a well-formed reply dict, used by
+``Reply.from_dict``, by the cache before it serves an entry and by cassette import.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
-__all__ = ["Reply", "Usage"]
+__all__ = ["Reply", "Usage", "check_dict"]
 
 
 @dataclass
@@ -52,6 +58,8 @@ class Reply:
     it (thinking, text and tool_use apart). ``retries`` counts failed attempts
     before the answer, ``resumed`` the seams where a broken stream was continued.
     Times are in seconds; ``cost`` in USD (None for a model without a known price).
+    ``incomplete`` says why an answer is partial (e.g. ``'interrupted'`` or an error line);
+    None for a complete answer.
     """
 
     text: str
@@ -70,6 +78,7 @@ class Reply:
     cost: float | None = None
     batch: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    incomplete: str | None = None
 
     @property
     def thinking(self) -> str:
@@ -86,8 +95,12 @@ class Reply:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Reply:
+        """The reply ``to_dict`` gave; unknown fields are ignored (a newer version may add some).
+        Raises ValueError, saying which field is wrong, for a dict of another shape."""
+        check_dict(d)
         kw = {k: v for k, v in d.items() if k in _REPLY_FIELDS}
-        kw["usage"] = Usage(**d.get("usage", {}))
+        usage = d.get("usage") or {}
+        kw["usage"] = Usage(**{k: v for k, v in usage.items() if k in _USAGE_FIELDS})
         return cls(**kw)
 
     def __str__(self) -> str:
@@ -98,3 +111,69 @@ class Reply:
 
 
 _REPLY_FIELDS = frozenset(f.name for f in fields(Reply))
+_USAGE_FIELDS = frozenset(f.name for f in fields(Usage))
+# usage may be absent (counts as zeros); every other field without a default must be present.
+_REQUIRED = tuple(
+    f.name for f in fields(Reply)
+    if f.default is MISSING and f.default_factory is MISSING and f.name != "usage"
+)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_str_or_none(v: Any) -> bool:
+    return v is None or isinstance(v, str)
+
+
+def _is_blocks(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(b, dict) for b in v)
+
+
+_CHECKS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "text": ("a string", lambda v: isinstance(v, str)),
+    "content": ("a list of objects", _is_blocks),
+    "stop_reason": ("a string or null", _is_str_or_none),
+    "stop_sequence": ("a string or null", _is_str_or_none),
+    "usage": ("an object of token counts", lambda v: isinstance(v, dict)),
+    "model": ("a string", lambda v: isinstance(v, str)),
+    "id": ("a string", lambda v: isinstance(v, str)),
+    "request_id": ("a string or null", _is_str_or_none),
+    "cached": ("true or false", lambda v: isinstance(v, bool)),
+    "retries": ("an integer", _is_int),
+    "resumed": ("an integer", _is_int),
+    "ttft": ("a number or null", lambda v: v is None or _is_number(v)),
+    "latency": ("a number", _is_number),
+    "cost": ("a number or null", lambda v: v is None or _is_number(v)),
+    "batch": ("true or false", lambda v: isinstance(v, bool)),
+    "extra": ("an object", lambda v: isinstance(v, dict)),
+    "incomplete": ("a string or null", _is_str_or_none),
+}
+
+
+def _shown(v: Any) -> str:
+    text = repr(v)
+    return f"{type(v).__name__} {text if len(text) <= 40 else text[:39] + '…'}"
+
+
+def check_dict(d: Any) -> None:
+    """Raise ValueError, naming the field and what it holds, unless ``d`` has the shape of
+    ``Reply.to_dict()``: the required fields present, every known field of its type (unknown
+    fields are allowed, so that an older version can read what a newer one stored)."""
+    if not isinstance(d, dict):
+        raise ValueError(f"a reply is a JSON object, got {_shown(d)}")
+    missing = [name for name in _REQUIRED if name not in d]
+    if missing:
+        raise ValueError(f"reply field {missing[0]!r} is missing")
+    for name, value in d.items():
+        check = _CHECKS.get(name)
+        if check is not None and not check[1](value):
+            raise ValueError(f"reply field {name!r} must be {check[0]}, got {_shown(value)}")
+    for name, value in (d.get("usage") or {}).items():
+        if name in _USAGE_FIELDS and not _is_int(value):
+            raise ValueError(f"reply field 'usage.{name}' must be an integer, got {_shown(value)}")
