@@ -155,3 +155,58 @@ def test_a_kept_alive_connection_is_closed_once_idle(emu):
 
 def test_the_idle_timeout_defaults_to_a_minute(emu):
     assert DEFAULT_KNOBS["idle_timeout"] == 60.0 and Emulator().knobs["idle_timeout"] == 60.0
+
+
+# -- malformed requests -------------------------------------------------------------------------------
+
+
+def with_length(body: bytes) -> bytes:
+    return post(body, b"content-length: %d\r\n" % len(body))
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "needle", "closes"),
+    [
+        (with_length(b"[" * 100_000), 400, "nested too deeply", False),
+        (with_length(b'{"model": ' * 50_000), 400, "nested too deeply", False),
+        (with_length(b'{"model": "claude'), 400, "error parsing the body", False),
+        (post(b"", b"content-length: -5\r\n"), 400, "content-length: Invalid header value '-5'", True),
+        (post(b"{}", b"content-length: two\r\n"), 400, "content-length: Invalid header value 'two'", True),
+        (post(b"{}", b"content-length: 2\r\ncontent-length: 3\r\n"), 400, "'2, 3'", True),
+        (post(b"zz\r\n{}\r\n0\r\n\r\n", b"transfer-encoding: chunked\r\n"), 400, "chunk size 'zz'", True),
+        (post(b"-2\r\n{}\r\n0\r\n\r\n", b"transfer-encoding: chunked\r\n"), 400, "chunk size '-2'", True),
+        (post(b"1\r\n{}\r\n0\r\n\r\n", b"transfer-encoding: chunked\r\n"), 400, "followed by more", True),
+        (b"NONSENSE\r\n\r\n", 400, "Bad request syntax", True),
+        (b"GET /v1/models HTTP/1.1\r\nx-long: " + b"a" * 300_000 + b"\r\n\r\n", 431, "Line too long", True),
+    ],
+    ids=["deep array", "deep object", "bad JSON", "negative length", "word length", "two lengths",
+         "word chunk size", "negative chunk size", "chunk too long", "bad request line", "long header"],
+)
+def test_a_malformed_request_gets_an_api_error_and_no_traceback(emu, capfd, raw, status, needle, closes):
+    got, headers, payload = exchange(emu, raw)
+    assert needle in api_error(got, headers, payload, status, "invalid_request_error")
+    assert (headers.get("connection") == "close") == closes
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_body_over_the_limit_is_a_413_and_the_connection_closes(emu):
+    status, headers, payload = exchange(emu, post(b"", b"content-length: 99999999999999999999\r\n"))
+    assert "maximum allowed number of bytes" in api_error(status, headers, payload, 413, "request_too_large")
+    assert headers["connection"] == "close"
+
+
+def test_a_well_formed_chunked_body_with_extensions_and_trailers_is_read(emu):
+    payload = json.dumps(BODY).encode()
+    half = len(payload) // 2
+    chunks = b"%x;ext=1\r\n%s\r\n%x\r\n%s\r\n0\r\ntrailer: x\r\n\r\n" % (
+        half, payload[:half], len(payload) - half, payload[half:])
+    status, _, answer = exchange(emu, post(chunks, b"transfer-encoding: chunked\r\n"))
+    assert status == 200 and json.loads(answer)["type"] == "message"
+    assert emu.requests[0].json == BODY
+
+
+def test_after_a_bad_json_body_the_connection_serves_the_next_request(emu):
+    with socket.create_connection(("127.0.0.1", emu.port), timeout=10) as sock:
+        sock.sendall(with_length(b"{") + with_length(json.dumps(BODY).encode()))
+        answers = _read_until(sock, b'"type":"message"')
+    assert answers.startswith(b"HTTP/1.1 400 ") and b"HTTP/1.1 200 " in answers

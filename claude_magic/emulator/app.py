@@ -6,8 +6,9 @@ connection). JSON answers go out in one write with ``content-length``; streams u
 
 A connection that sends nothing for ``idle_timeout`` seconds (the knob, default 60) while the
 server waits for a request or the rest of one, or reads nothing while the server writes, is closed
-without an answer, so a half-open connection cannot hold a server thread forever. HTTP clients drop idle pooled connections sooner
-(httpx after 5 s), so a kept-alive connection is not closed under a client that means to reuse it.
+without an answer, so a half-open connection cannot hold a server thread forever. HTTP clients drop
+idle pooled connections sooner (httpx after 5 s), so this does not close a connection under a client
+that means to reuse it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from . import caching, faults
 from .batches import BatchStore
+from .body import BodyUnread, ClientGone, read_json
 from .generate import Plan, plan_reply
 from .knobs import DEFAULT_KNOBS, LIMIT_KNOBS
 from .knobs import check as check_knobs
@@ -37,9 +39,6 @@ from .ratelimit import RateLimiter
 from .tokens import count as count_tokens
 from .validate import API_VERSIONS, APIError, check_count_request, check_messages_request, invalid
 
-MB = 1024 * 1024
-BODY_LIMITS = {"/v1/messages/batches": 256 * MB}
-DEFAULT_BODY_LIMIT = 32 * MB
 FAULT_HEADER = "x-emulator-fault"
 REDACTED = ("x-api-key", "authorization")
 
@@ -248,6 +247,8 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "claude-magic-emulator"
     emulator: Emulator
+    request_id: str
+    extra: dict[str, str]  # headers every answer to this request carries (rate-limit readings)
 
     def setup(self) -> None:
         super().setup()
@@ -264,6 +265,15 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         pass  # quiet: tests and benchmarks send thousands of requests
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Errors the base class answers itself (a malformed request line or header, an unsupported
+        method) in the API's JSON error shape instead of HTML; the connection closes after them."""
+        self.request_id = _request_id()
+        self.extra = {}
+        self.close_connection = True
+        kind = faults.ERROR_TYPES.get(code, "api_error" if code >= 500 else "invalid_request_error")
+        self._send_error(APIError(code, kind, message or HTTPStatus(code).phrase))
+
     def do_GET(self) -> None:
         self._dispatch()
 
@@ -276,7 +286,7 @@ class _Handler(BaseHTTPRequestHandler):
     # -- one request --------------------------------------------------------------------------------
     def _dispatch(self) -> None:
         self.request_id = _request_id()
-        self.extra: dict[str, str] = {}
+        self.extra = {}
         split = urlsplit(self.path)
         path = split.path.rstrip("/") or "/"
         try:
@@ -287,50 +297,20 @@ class _Handler(BaseHTTPRequestHandler):
                 self._route(path, parse_qs(split.query), body)
             except APIError as exc:
                 self._send_error(exc)
-        except _Closed:
+        except (_Closed, ClientGone):
             self.close_connection = True
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             self.close_connection = True
 
+    def _read_body(self, path: str) -> Any:
+        try:
+            return read_json(self.rfile, self.headers, path)
+        except BodyUnread:
+            self.close_connection = True
+            raise
+
     def _safe_headers(self) -> dict[str, str]:
         return {k.lower(): ("REDACTED" if k.lower() in REDACTED else v) for k, v in self.headers.items()}
-
-    def _read_body(self, path: str) -> Any:
-        limit = BODY_LIMITS.get(path, DEFAULT_BODY_LIMIT)
-        if "chunked" in self.headers.get("transfer-encoding", "").lower():
-            raw = self._read_chunked(limit)
-        else:
-            length = int(self.headers.get("content-length") or 0)
-            if length > limit:
-                self.close_connection = True  # the body stays unread
-                raise APIError(413, "request_too_large",
-                               f"Request exceeds the maximum allowed number of bytes ({limit}) for {path}")
-            raw = self.rfile.read(length) if length else b""
-            if len(raw) < length:  # the client went away mid-body (a cancelled request): nothing to answer
-                raise _Closed
-        if not raw:
-            return None
-        try:
-            return json.loads(raw)
-        except ValueError as exc:
-            raise invalid(f"There was an error parsing the body: {exc}") from None
-
-    def _read_chunked(self, limit: int) -> bytes:
-        parts: list[bytes] = []
-        total = 0
-        while True:
-            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-            if size == 0:
-                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                    pass
-                return b"".join(parts)
-            total += size
-            if total > limit:
-                self.close_connection = True
-                raise APIError(413, "request_too_large",
-                               f"Request exceeds the maximum allowed size ({limit})")
-            parts.append(self.rfile.read(size))
-            self.rfile.readline()
 
     def _route(self, path: str, query: dict[str, list[str]], body: Any) -> None:
         fault = self._fault(path)
