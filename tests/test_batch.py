@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -27,11 +27,11 @@ from claude_magic.batch import (
 )
 from claude_magic.batch._batches import _chunks
 from claude_magic.batch._dryrun import _estimate, _spread_sample
-from claude_magic.batch._live import _Budget
+from claude_magic.batch._live import _Budget, _usd
 from claude_magic.batch._pacing import _Pacer
 from claude_magic.client import Client
 from claude_magic.emulator import Emulator
-from claude_magic.errors import AuthenticationError, ConfigError, NotFoundError
+from claude_magic.errors import AuthenticationError, ConfigError, NotFoundError, PermissionDeniedError
 from claude_magic.interpolate import interpolate
 from claude_magic.pricing import price_for
 from claude_magic.reply import Reply, Usage
@@ -119,6 +119,45 @@ def test_fast_rendering_equals_interpolate(template: str, rows: list[str]) -> No
         assert plan.prompts[plan.codes[i]] == expected
 
 
+@pytest.mark.parametrize("template", [
+    "before\x00after{value}",
+    "\x00{value}\x00{value}\x00",
+    "a\ue000{value}\ue0000\ue000b",
+    "\ue000\x00{{value}}{value}\x00\ue001",
+    "{value}\x00{{\x00}}{\x00value}",
+])
+def test_fast_rendering_keeps_nul_and_private_use_characters(template: str) -> None:
+    plan = plan_prompts(template, ["x", "y\x00"])
+    assert plan.prompts == [interpolate(template, {"value": v}) for v in ["x", "y\x00"]]
+
+
+@settings(max_examples=150, deadline=None)
+@given(template=st.text(alphabet="a{}\x00\ue000\ue001 x0", max_size=30),
+       rows=st.lists(st.text(alphabet="a{}\x00\ue000x", min_size=1, max_size=4), min_size=1, max_size=4))
+def test_fast_rendering_equals_interpolate_with_nul_and_marker_like_characters(template: str,
+                                                                              rows: list[str]) -> None:
+    s = pd.Series(rows, name="x")
+    try:
+        plan = plan_prompts(template, s)
+    except ConfigError:
+        return
+    for i, value in enumerate(rows):
+        assert plan.prompts[plan.codes[i]] == interpolate(template, {"x": value, "value": value})
+
+
+def test_empty_and_whitespace_values_are_skipped_like_missing_ones_with_their_reason() -> None:
+    df = pd.DataFrame({"review": ["good", "", "   ", None, "\n", "ok", "bad"],
+                       "product": ["a", "b", "c", "d", "e", None, "\t"]})
+    plan = plan_prompts("{product}: {review}", df)
+    assert plan.prompts == ["a: good"]
+    assert plan.skipped.tolist() == [1, 2, 3, 4, 5, 6]
+    assert plan.empty.tolist() == [True, True, False, True, False, True]  # missing wins over empty
+    assert plan.skipped_empty == 4
+    # a value with text around whitespace is a value; a blank column the template does not use is not
+    kept = plan_prompts("{review}", pd.DataFrame({"review": [" x "], "unused": [""]}))
+    assert kept.prompts == [" x "] and kept.skipped.tolist() == []
+
+
 def test_planning_100k_rows_is_linear_and_fast() -> None:
     n = 100_000
     df = pd.DataFrame({"review": [f"review {i % 100}" for i in range(n)],
@@ -166,8 +205,10 @@ def test_estimate_is_exact_when_everything_was_counted_and_brackets_the_truth_ot
 
 def test_progress_line() -> None:
     p = Progress(total=1000, done=400, cached=100, failed=2, skipped=3, rate=12.5, eta=40, cost=0.0123)
-    assert p.line() == ("405/1,000 rows · 100 cached · 2 failed · 3 skipped · 12.5 req/s · ETA 40.0 s · "
-                        "$0.0123 · starting")
+    assert p.line() == ("405/1,000 rows · 100 cached · 2 failed · 3 skipped (missing) · 12.5 req/s · "
+                        "ETA 40.0 s · $0.0123 · starting")
+    assert "3 skipped (2 missing, 1 empty)" in Progress(total=5, skipped=3, skipped_empty=1).line()
+    assert "3 skipped (empty)" in Progress(total=5, skipped=3, skipped_empty=3).line()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -262,6 +303,37 @@ def test_a_rerun_is_served_from_the_cache(emu: Emulator, client: Client) -> None
     assert len(posts(emu)) == 60 and no_cache.summary.cached_rows == 0
 
 
+def test_skipped_rows_are_not_sent_and_their_reasons_are_reported(emu: Emulator, client: Client) -> None:
+    df = pd.DataFrame({"q": ["a", "", None, " \n", "b"]}, index=list("vwxyz"))
+    seen: list[Progress] = []
+    result = run_batch("Q {q}", df, client=client, model=MODEL, progress=seen.append)
+    assert sorted(r.json["messages"][0]["content"] for r in posts(emu)) == ["Q a", "Q b"]
+    assert result.skipped.tolist() == ["w", "x", "y"]
+    assert result.skipped_reasons.to_dict() == {"w": "empty", "x": "missing", "y": "empty"}
+    assert result.series.isna().tolist() == [False, True, True, True, False]
+    assert "3 skipped (missing or empty values: 1 missing, 2 empty)" in str(result.summary)
+    assert "3 skipped (1 missing, 2 empty)" in seen[-1].line()
+    assert result.summary.failed_rows == 0
+    report = run_batch("Q {q}", df, client=client, model=MODEL, dry_run=True).dry_run
+    assert "3 skipped for missing or empty values: 1 missing, 2 empty" in str(report)
+
+
+def test_a_row_utf8_cannot_encode_is_that_rows_error_and_the_others_run(emu: Emulator,
+                                                                        client: Client) -> None:
+    # what read_csv(encoding_errors="surrogateescape") makes of a byte that is not UTF-8
+    df = pd.DataFrame({"text": ["fine", "bad \udcff text", "also fine"]})
+    result = run_batch("T: {text}", df, client=client, model=MODEL)
+    assert result.series.notna().tolist() == [True, False, True]
+    assert len(posts(emu)) == 2 and result.aborted is None
+    (message,) = result.errors["message"]
+    assert result.errors["type"].tolist() == ["ConfigError"] and result.errors["row"].tolist() == [1]
+    assert "\n" not in message
+    assert "cannot be encoded as UTF-8 (U+DCFF) at position 7" in message
+    assert ".str.encode('utf-8', 'replace')" in message
+    dry = run_batch("T: {text}", df, client=client, model=MODEL, dry_run=True).dry_run
+    assert dry is not None and dry.to_send == 0  # the two good prompts are cached; the bad one is not sent
+
+
 def test_rows_that_fail_stay_empty_and_are_listed(emu: Emulator, client: Client) -> None:
     emu.inject("400")  # a 400 is not retried: that prompt's rows fail, the run goes on
     df = pd.DataFrame({"q": ["a", "b", "a", "c"]})
@@ -302,6 +374,18 @@ def test_an_error_every_row_would_share_stops_the_run_at_once(emu: Emulator, tmp
     with Client(api_key="sk-any", base_url=emu.url, cache_dir=tmp_path / "d") as c:
         with pytest.raises(NotFoundError):
             map_prompts("Q {value}", [f"q{i}" for i in range(50)], client=c, model="claude-nonexistent-9")
+
+
+def test_a_403_is_that_rows_error_unless_every_row_gets_it(emu: Emulator, client: Client) -> None:
+    emu.inject("403")
+    result = run_batch("Q {value}", ["a", "b", "c"], client=client, model=MODEL, concurrency=1)
+    assert result.aborted is None and result.series.isna().tolist() == [True, False, False]
+    assert result.errors["status"].tolist() == [403]
+    emu.inject(*["403"] * 40)
+    result = run_batch("R {value}", [f"r{i}" for i in range(40)], client=client, model=MODEL, concurrency=1)
+    assert isinstance(result.aborted, PermissionDeniedError)
+    assert len(posts(emu)) == 3 + 3  # the first three alike stop the run
+    assert "stopped early: 403 permission_error" in str(result.summary)
 
 
 def test_interrupt_keeps_completed_rows_and_a_rerun_sends_only_the_rest(emu: Emulator,
@@ -347,6 +431,30 @@ def test_budget_stops_starting_requests_and_says_what_remains(emu: Emulator, cli
     assert s.remaining_rows == 40 - s.sent and len(result.remaining) == s.remaining_rows
     assert "budget" in str(s) and f"{s.remaining_rows:,} rows remain" in str(s)
     assert len(posts(emu)) == s.sent
+
+
+@pytest.mark.parametrize("api", ["live", "batch"])
+def test_a_row_whose_worst_case_alone_passes_the_budget_is_its_error_and_the_rest_run(
+        emu: Emulator, client: Client, api: Literal["live", "batch"]) -> None:
+    price = price_for(MODEL)
+    assert price is not None
+    limit = 10 * (40 * price.input + 16 * price.output) / 1e6
+    items = ["short 1", "long " + "x" * 50_000, "short 2"]
+    result = run_batch("B {value}", items, client=client, model=MODEL, budget=limit, api=api,
+                       poll_interval=0.05)
+    assert result.series.notna().tolist() == [True, False, True]
+    assert result.errors["row"].tolist() == [1] and result.errors["type"].tolist() == ["BudgetExceeded"]
+    worst = _Budget(limit, price, 16, batch=api == "batch").worst_case(f"B {items[1]}")
+    assert worst > limit
+    assert result.errors["message"].tolist() == [f"worst case {_usd(worst)} alone passes the budget "
+                                                 f"{_usd(limit)}: raise --budget or lower --max-tokens"]
+    s = result.summary
+    assert (s.sent, s.failed_rows, s.remaining_rows, s.stopped) == (2, 1, 0, None)
+
+
+def test_costs_in_budget_messages_keep_two_significant_digits() -> None:
+    assert [_usd(x) for x in (0.41, 0.1, 0.000123, 0.00003, 12.5)] == ["$0.41", "$0.10", "$0.00012",
+                                                                      "$0.000030", "$12.50"]
 
 
 def test_dry_run_sends_no_message_and_brackets_the_token_count(emu: Emulator, client: Client) -> None:

@@ -215,8 +215,12 @@ def test_batch_api_and_budget_through_the_magic(ip: Any, claude_emulator: Any,
     assert prompts(claude_emulator) == []
     assert ip.user_ns["out"].notna().sum() == 3
     assert "at batch price" in shown(ip, capsys)
-    run(ip, '%claude_batch df "Z {review}" -o out --budget 0.000001')
-    assert "budget" in shown(ip, capsys)
+    run(ip, '%claude_batch df "Z {review}" -o out --budget 0.000001')  # every prompt alone passes it
+    assert "3 failed" in shown(ip, capsys) and len(prompts(claude_emulator)) == 0
+    errors = ip.user_ns["_claude_batch"].errors
+    assert set(errors["type"]) == {"BudgetExceeded"} and len(errors) == 3
+    assert all(m.endswith("alone passes the budget $0.0000010: raise --budget or lower --max-tokens")
+               for m in errors["message"])
 
 
 # -- progress views ----------------------------------------------------------------------------------

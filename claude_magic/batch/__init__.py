@@ -12,7 +12,8 @@ How a run goes:
    of a DataFrame, or ``{value}`` (or the Series' name) for a Series or list; any other
    name is a ConfigError before anything is sent. Rows are factorised over the columns the
    template uses, so only distinct value combinations are rendered (linear in the rows).
-   Rows with a missing value (NaN/None) in a used column are skipped and reported.
+   Rows with a missing value (NaN/None) or an empty one (whitespace only) in a used column are
+   skipped and reported with their reason.
 2. **Dedupe and cache** — identical prompts are sent once; the response cache is asked
    first (``client.cache_key(client.build_body(...))``, the client's own key), so a re-run
    after a crash, an interrupt or a restart sends only what is missing.
@@ -24,9 +25,11 @@ How a run goes:
    client-wide pause on ``retry-after``. ``api="batch"``: Message Batches at half price
    (see ``_batches``); the batch id is kept in the cache's meta table so that a
    restart resumes polling instead of paying again.
-4. **Report** — per-row failures never abort the run (they are in ``BatchResult.errors``);
-   only failures every row would share (bad key, bad model, no permission, spend cap, or
-   the first three requests failing alike with no success) stop it early.
+4. **Report** — per-row failures never abort the run (they are in ``BatchResult.errors``): a
+   prompt that cannot be encoded, one whose worst case alone passes the budget, a 400 or a 403
+   (a permission may be about one prompt's content or options). Only failures every row would
+   share (bad key, bad model, billing, spend cap, or the first three requests failing alike with
+   no success) stop it early.
 
 Interrupts: the engine runs on the client's loop thread while the calling thread polls it
 (and draws progress); Ctrl-C cancels the engine within a second and raises
@@ -118,8 +121,8 @@ def _lookup(client: Client, opts: _Options, state: _State) -> tuple[list[int], d
     keys: dict[int, str] = {}
     for uid, prompt in enumerate(state.plan.prompts):
         try:
-            keys[uid] = client.cache_key(opts.body(client, prompt))
-        except ConfigError as exc:  # e.g. a row that renders to whitespace only
+            keys[uid] = opts.key(client, prompt)
+        except ConfigError as exc:  # e.g. a character UTF-8 cannot encode: that row's error
             state.invalid(uid, exc)
             continue
         hit = _cache_hit(client, keys[uid]) if opts.cache and not opts.refresh else None
@@ -167,13 +170,16 @@ def _finish(plan: PromptPlan, state: _State, opts: _Options, started: float,
     summary = BatchSummary(
         rows=plan.rows, unique=n, cached_rows=p.cached, cached_prompts=int(state.cached.sum()),
         sent=p.sent, succeeded_rows=p.done - p.cached, failed_rows=p.failed, skipped_rows=len(plan.skipped),
-        remaining_rows=len(remaining), input_tokens=state.input_tokens, output_tokens=state.output_tokens,
+        skipped_empty_rows=plan.skipped_empty, remaining_rows=len(remaining), input_tokens=state.input_tokens,
+        output_tokens=state.output_tokens,
         retries=state.retries, cost=state.cost, seconds=time.monotonic() - started, api=opts.api,
         stopped=state.stopped,
         batch_ids=list(state.batch_ids),
     )
-    return BatchResult(series=series, errors=errors, skipped=plan.index[plan.skipped], remaining=remaining,
-                       summary=summary, dry_run=dry_run, aborted=state.aborted)
+    skipped = plan.index[plan.skipped]
+    reasons = pd.Series(np.where(plan.empty, "empty", "missing"), index=skipped, dtype=object)
+    return BatchResult(series=series, errors=errors, skipped=skipped, remaining=remaining,
+                       summary=summary, dry_run=dry_run, aborted=state.aborted, skipped_reasons=reasons)
 
 
 def _errors_table(plan: PromptPlan, state: _State) -> pd.DataFrame:

@@ -76,6 +76,9 @@ class _Batches:
         requests, sizes, by_id = [], [], {}
         for uid in self.todo:
             prompt = self.state.plan.prompts[uid]
+            if self.budget is not None and (error := self.budget.too_big(prompt)) is not None:
+                self.state.refused(uid, error)
+                continue
             if self.budget is not None and not self.budget.reserve(uid, prompt):
                 self.state.stopped = "stopped before the spend would pass the budget"
                 break

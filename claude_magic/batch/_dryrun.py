@@ -61,7 +61,7 @@ def _peek(client: Client, opts: _Options, state: _State) -> tuple[list[int], dic
     cache = client.cache if opts.cache and not opts.refresh else None
     for uid, prompt in enumerate(state.plan.prompts):
         try:
-            keys[uid] = client.cache_key(opts.body(client, prompt))
+            keys[uid] = opts.key(client, prompt)
         except ConfigError as exc:
             state.errors[uid] = exc
             continue
@@ -89,4 +89,4 @@ def _dry_run(client: Client, opts: _Options, state: _State, todo: list[int]) -> 
                         cached=int(state.cached.sum()), to_send=len(todo), counted=len(sample),
                         input_tokens=estimate, input_tokens_low=low, input_tokens_high=high,
                         max_tokens=opts.max_tokens, model=opts.model, api=opts.api,
-                        cost_low=cost_low, cost_high=cost_high)
+                        cost_low=cost_low, cost_high=cost_high, skipped_empty=state.plan.skipped_empty)

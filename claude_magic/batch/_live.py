@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -14,10 +15,10 @@ from .. import pricing
 from ..errors import (
     AuthenticationError,
     BillingError,
+    BudgetExceeded,
     ClaudeError,
     NotFoundError,
     OverloadedError,
-    PermissionDeniedError,
     RateLimitError,
     SpendLimitReached,
 )
@@ -29,8 +30,10 @@ if TYPE_CHECKING:
     from ..client import Client
 
 ABORT_AFTER = 3                       # identical failures, with no success yet, that stop a run
-# Errors that every row of a run would get: stop at the first one rather than fail N rows.
-_SHARED_ERRORS = (AuthenticationError, PermissionDeniedError, NotFoundError, BillingError, SpendLimitReached)
+# Errors that every row of a run would get: stop at the first one rather than fail N rows. Not a
+# 403: a permission can be about one prompt's content or options; when every row gets it, the
+# ABORT_AFTER rule stops the run after a few.
+_SHARED_ERRORS = (AuthenticationError, NotFoundError, BillingError, SpendLimitReached)
 
 
 class _Budget:
@@ -50,6 +53,15 @@ class _Budget:
         usd = tokens * self.price.input + self.max_tokens * self.price.output
         return usd * self.factor / 1_000_000
 
+    def too_big(self, prompt: str) -> BudgetExceeded | None:
+        """The error for a prompt whose worst case alone passes the whole budget (it would stop
+        every run at it), else None: such a row fails, the rows that fit go on."""
+        need = self.worst_case(prompt)
+        if need <= self.limit + 1e-12:
+            return None
+        return BudgetExceeded(f"worst case {_usd(need)} alone passes the budget {_usd(self.limit)}: "
+                              "raise --budget or lower --max-tokens")
+
     def reserve(self, uid: int, prompt: str) -> bool:
         need = self.worst_case(prompt)
         if self.spent + sum(self.reserved.values()) + need > self.limit + 1e-12:
@@ -66,6 +78,15 @@ class _Budget:
                 # learn the prompt's ratio, rounded up, but never below a prudent floor
                 self.tokens_per_byte = max(self.tokens_per_byte * 0.5, reply.usage.input_tokens / size * 1.1,
                                            1 / 8)
+
+
+def _usd(usd: float) -> str:
+    """Two significant digits however small (``$0.41``, ``$0.000030``): a budget of a few cents
+    and a worst case just above it must read differently."""
+    if usd >= 1:
+        return f"${usd:,.2f}"
+    decimals = max(2, 1 - math.floor(math.log10(usd))) if usd > 0 else 2
+    return f"${usd:.{decimals}f}"
 
 
 class _Live:
@@ -103,7 +124,12 @@ class _Live:
                     await self._wait_change(min(wait, 1.0))
                     continue
                 uid = self.todo[0]
-                if self.budget is not None and not self.budget.reserve(uid, self.state.plan.prompts[uid]):
+                prompt = self.state.plan.prompts[uid]
+                if self.budget is not None and (error := self.budget.too_big(prompt)) is not None:
+                    self.todo.popleft()
+                    self.state.refused(uid, error)
+                    continue
+                if self.budget is not None and not self.budget.reserve(uid, prompt):
                     if self.in_flight:
                         await self._wait_change()  # spend settles as requests finish; then try again
                         continue

@@ -1,7 +1,9 @@
 """Rendering: a template over the rows of a table -> its distinct prompts and a code per row.
 
 Placeholders follow :mod:`claude_magic.interpolate`. Rows are factorised over the columns the
-template uses, so only distinct value combinations are rendered (linear in the rows).
+template uses, so only distinct value combinations are rendered (linear in the rows). A row whose
+used column is missing (NaN/None) or a string of whitespace only is skipped: sent, it would be a
+prompt without its subject, or one the API refuses.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ class PromptPlan:
     """The rows of a run reduced to unique prompts.
 
     ``codes[i]`` is the unique prompt of row ``i`` (position, not label), -1 for a row skipped
-    because a used column is missing there. ``missing`` names, per skipped row position, the
-    first missing column.
+    because a used column is missing or empty there. ``skipped`` holds the positions of those
+    rows and ``empty``, aligned to it, whether the row was skipped for an empty value (a string
+    of whitespace only) rather than a missing one (a row with both counts as missing).
     """
 
     index: pd.Index
@@ -31,10 +34,16 @@ class PromptPlan:
     prompts: list[str]
     columns: list[str]
     skipped: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    empty: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=bool))
 
     @property
     def rows(self) -> int:
         return len(self.codes)
+
+    @property
+    def skipped_empty(self) -> int:
+        """How many rows were skipped for an empty value (the others for a missing one)."""
+        return int(self.empty.sum())
 
     def rows_per_prompt(self) -> np.ndarray:
         valid = self.codes[self.codes >= 0]
@@ -81,12 +90,23 @@ def _template_columns(template: str, frame: pd.DataFrame, aliases: Mapping[str, 
     return columns
 
 
-def _factorize(column: pd.Series) -> np.ndarray:
+def _factorize(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Codes of the column's values (-1 where missing) and where its value is blank: a string
+    of whitespace only (decided once per distinct value, so linear in the rows)."""
     try:
-        codes, _ = pd.factorize(column, use_na_sentinel=True)
+        codes, uniques = pd.factorize(column, use_na_sentinel=True)
     except TypeError:  # unhashable cells (lists, dicts): group them by their text
         codes, _ = pd.factorize(column.map(lambda v: v if _is_missing(v) else repr(v)), use_na_sentinel=True)
-    return np.asarray(codes, dtype=np.int64)
+        blank = column.map(_is_blank).to_numpy(dtype=bool)
+        return np.asarray(codes, dtype=np.int64), blank
+    codes = np.asarray(codes, dtype=np.int64)
+    blank_unique = np.fromiter((_is_blank(u) for u in uniques), dtype=bool, count=len(uniques))
+    blank = np.append(blank_unique, False)[codes]  # code -1 (missing) picks the trailing False
+    return codes, blank
+
+
+def _is_blank(value: Any) -> bool:
+    return isinstance(value, str) and not value.strip()
 
 
 def _is_missing(value: Any) -> bool:
@@ -96,19 +116,23 @@ def _is_missing(value: Any) -> bool:
         return False
 
 
-def _group_codes(frame: pd.DataFrame, columns: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """One code per distinct combination of ``columns`` (-1 where any is missing), and the
-    position of the first row of each code."""
+def _group_codes(frame: pd.DataFrame, columns: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One code per distinct combination of ``columns`` (-1 where any is missing or blank), the
+    position of the first row of each code, and where a row is blank but not missing."""
     n = len(frame)
     if not columns:
-        return np.zeros(n, dtype=np.int64), np.zeros(1 if n else 0, dtype=np.int64)
+        return np.zeros(n, dtype=np.int64), np.zeros(1 if n else 0, dtype=np.int64), np.zeros(n, dtype=bool)
     codes = np.zeros(n, dtype=np.int64)
     missing = np.zeros(n, dtype=bool)
+    blank = np.zeros(n, dtype=bool)
     for column in columns:
-        c = _factorize(frame[column])
+        c, b = _factorize(frame[column])
         missing |= c < 0
+        blank |= b
         # combine pairwise and re-factorise so the numbers stay small whatever the column count
         codes = pd.factorize(codes * (int(c.max(initial=0)) + 2) + (c + 1))[0].astype(np.int64)
+    blank &= ~missing
+    missing |= blank
     codes[missing] = -1
     valid = np.flatnonzero(~missing)
     remap, first = np.unique(codes[valid], return_index=True)
@@ -118,7 +142,7 @@ def _group_codes(frame: pd.DataFrame, columns: list[str]) -> tuple[np.ndarray, n
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order))
     dense[valid] = rank[np.searchsorted(remap, codes[valid])]
-    return dense, valid[first[order]]
+    return dense, valid[first[order]], blank
 
 
 def _renderer(template: str, aliases: Mapping[str, str]) -> Callable[[dict[str, Any]], str]:
@@ -126,21 +150,21 @@ def _renderer(template: str, aliases: Mapping[str, str]) -> Callable[[dict[str, 
     template is interpolated once with markers and split, so each row is a join (same output)."""
     exprs = placeholders(template)
     names = [_first_name(e) for e in exprs]
-    if names == exprs:
-        marker = "\x00\ue000{}\ue000\x00"
-        if "\ue000" not in template:
-            marks = {name: marker.format(i) for i, name in enumerate(dict.fromkeys(names))}
-            pieces = interpolate(template, marks).split("\x00")
-            slots: list[tuple[bool, str]] = []
-            index_of = {marker.format(i).strip("\x00"): name for i, name in enumerate(dict.fromkeys(names))}
-            for piece in pieces:
-                slots.append((True, aliases.get(index_of[piece], index_of[piece])) if piece in index_of
-                             else (False, piece))
+    fence = _unused_char(template)
+    if names == exprs and fence is not None:
+        # Each name becomes fence+number+fence; the fence occurs nowhere else in the output (not in
+        # the template, and interpolate adds only the values), so splitting on it gives literal
+        # text at even positions and a name's number at odd ones, whatever the template holds.
+        unique = list(dict.fromkeys(names))
+        marks = {name: f"{fence}{i}{fence}" for i, name in enumerate(unique)}
+        pieces = interpolate(template, marks).split(fence)
+        slots = [(False, piece) if k % 2 == 0 else (True, aliases.get(unique[int(piece)], unique[int(piece)]))
+                 for k, piece in enumerate(pieces)]
 
-            def fast(row: dict[str, Any]) -> str:
-                return "".join(str(row[v]) if is_field else v for is_field, v in slots)
+        def fast(row: dict[str, Any]) -> str:
+            return "".join(str(row[v]) if is_field else v for is_field, v in slots)
 
-            return fast
+        return fast
 
     def slow(row: dict[str, Any]) -> str:
         namespace = dict(row)
@@ -150,11 +174,17 @@ def _renderer(template: str, aliases: Mapping[str, str]) -> Callable[[dict[str, 
     return slow
 
 
+def _unused_char(template: str) -> str | None:
+    """A private-use character the template does not contain (None if it holds all 6,400)."""
+    used = set(template)
+    return next((chr(c) for c in range(0xE000, 0xF900) if chr(c) not in used), None)
+
+
 def plan_prompts(template: str, data: Any) -> PromptPlan:
     """Render ``template`` over ``data`` into unique prompts (see the module doc); sends nothing."""
     frame, aliases = _as_frame(data)
     columns = _template_columns(template, frame, aliases)
-    groups, first_rows = _group_codes(frame, columns)
+    groups, first_rows, blank = _group_codes(frame, columns)
     render = _renderer(template, aliases)
     sub = frame[columns] if columns else None
     prompt_ids: dict[str, int] = {}
@@ -164,5 +194,6 @@ def plan_prompts(template: str, data: Any) -> PromptPlan:
         prompt = render(row)
         group_to_prompt[g] = prompt_ids.setdefault(prompt, len(prompt_ids))
     codes = np.where(groups >= 0, group_to_prompt[np.maximum(groups, 0)] if len(first_rows) else -1, -1)
+    skipped = np.flatnonzero(groups < 0)
     return PromptPlan(index=frame.index, codes=codes.astype(np.int64), prompts=list(prompt_ids),
-                      columns=columns, skipped=np.flatnonzero(groups < 0))
+                      columns=columns, skipped=skipped, empty=blank[skipped])

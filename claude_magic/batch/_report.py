@@ -25,7 +25,8 @@ class Progress:
     """A snapshot of a run, handed to the ``progress`` callback on the calling thread.
 
     Row counts: ``done`` rows have an answer (``cached`` of them from the response cache),
-    ``failed`` rows got an error, ``skipped`` rows had a missing value; ``total`` is every row.
+    ``failed`` rows got an error, ``skipped`` rows had a missing or an empty value
+    (``skipped_empty`` of them empty); ``total`` is every row.
     ``sent``/``in_flight`` count requests (unique prompts). ``rate`` is requests finished per
     second, ``eta`` seconds left (None until known), ``cost`` USD spent so far by this run.
     """
@@ -35,6 +36,7 @@ class Progress:
     cached: int = 0
     failed: int = 0
     skipped: int = 0
+    skipped_empty: int = 0
     sent: int = 0
     in_flight: int = 0
     requests_total: int = 0
@@ -54,7 +56,7 @@ class Progress:
         if self.failed:
             parts.append(f"{self.failed:,} failed")
         if self.skipped:
-            parts.append(f"{self.skipped:,} skipped")
+            parts.append(f"{self.skipped:,} skipped ({_skip_reasons(self.skipped, self.skipped_empty)})")
         if self.rate:
             parts.append(f"{self.rate:.1f} req/s")
         if self.eta is not None and not self.finished:
@@ -77,6 +79,7 @@ class BatchSummary:
     succeeded_rows: int = 0
     failed_rows: int = 0
     skipped_rows: int = 0
+    skipped_empty_rows: int = 0
     remaining_rows: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
@@ -98,7 +101,8 @@ class BatchSummary:
         if self.failed_rows:
             parts.append(f"{self.failed_rows:,} failed")
         if self.skipped_rows:
-            parts.append(f"{self.skipped_rows:,} skipped (missing values)")
+            reasons = _skip_values(self.skipped_rows, self.skipped_empty_rows)
+            parts.append(f"{self.skipped_rows:,} skipped ({reasons})")
         if self.remaining_rows:
             parts.append(f"{self.remaining_rows:,} not run")
         if self.retries:
@@ -138,13 +142,15 @@ class DryRunReport:
     api: str
     cost_low: float | None
     cost_high: float | None
+    skipped_empty: int = 0
 
     @property
     def duplicates(self) -> int:
         return max(0, self.rows - self.skipped - self.unique)
 
     def __str__(self) -> str:
-        skipped = f", {self.skipped:,} skipped for missing values" if self.skipped else ""
+        reasons = _skip_values(self.skipped, self.skipped_empty)
+        skipped = f", {self.skipped:,} skipped for {reasons}" if self.skipped else ""
         duplicates = f"{self.duplicates:,} duplicate row{'' if self.duplicates == 1 else 's'}"
         head = (f"dry run: {self.rows:,} rows → {self.unique:,} unique prompts "
                 f"({duplicates}{skipped}), "
@@ -168,10 +174,12 @@ class DryRunReport:
 class BatchResult:
     """Everything a run produced.
 
-    ``series``: answers aligned to the data's index (missing = ``pd.NA``) · ``errors``: one line
-    per failed row (``row``, ``status``, ``type``, ``message``) · ``skipped``: row labels with a
-    missing value · ``remaining``: rows not run (budget, interrupt, early stop) · ``summary`` ·
-    ``dry_run``: the estimate when ``dry_run=True`` · ``aborted``: the error that stopped the run.
+    ``series``: answers aligned to the data's index (``pd.NA`` where this run has no answer:
+    skipped, failed or not run) · ``errors``: one line per failed row (``row``, ``status``,
+    ``type``, ``message``) · ``skipped``: row labels with a missing or empty value, and
+    ``skipped_reasons`` the reason of each (``"missing"`` or ``"empty"``, indexed by those labels)
+    · ``remaining``: rows not run (budget, interrupt, early stop) · ``summary`` · ``dry_run``: the
+    estimate when ``dry_run=True`` · ``aborted``: the error that stopped the run.
     """
 
     series: pd.Series
@@ -181,6 +189,7 @@ class BatchResult:
     summary: BatchSummary
     dry_run: DryRunReport | None = None
     aborted: ClaudeError | None = None
+    skipped_reasons: pd.Series = field(default_factory=lambda: pd.Series(dtype=object))
 
     def __repr__(self) -> str:
         return f"BatchResult({self.dry_run if self.dry_run is not None else self.summary})"
@@ -192,6 +201,22 @@ class BatchInterrupted(KeyboardInterrupt):
     def __init__(self, result: BatchResult, message: str) -> None:
         super().__init__(message)
         self.result = result
+
+
+def _skip_reasons(skipped: int, empty: int) -> str:
+    """``missing``, ``empty`` or ``2 missing, 1 empty``."""
+    if not empty:
+        return "missing"
+    if empty == skipped:
+        return "empty"
+    return f"{skipped - empty:,} missing, {empty:,} empty"
+
+
+def _skip_values(skipped: int, empty: int) -> str:
+    """``missing values``, ``empty values`` or ``missing or empty values: 2 missing, 1 empty``."""
+    if 0 < empty < skipped:
+        return f"missing or empty values: {_skip_reasons(skipped, empty)}"
+    return f"{_skip_reasons(skipped, empty)} values"
 
 
 def _duration(seconds: float) -> str:
@@ -218,9 +243,31 @@ class _Options:
         return client.build_body(prompt, model=self.model, max_tokens=self.max_tokens, system=self.system,
                                  **self.body_options)
 
+    def key(self, client: Client, prompt: str) -> str:
+        """The prompt's cache key; ConfigError for a prompt the API would refuse (that row's error)."""
+        try:
+            return client.cache_key(self.body(client, prompt))
+        except UnicodeEncodeError as exc:
+            raise ConfigError(_not_utf8(prompt, exc)) from None
+
     def call_options(self) -> dict[str, Any]:
         return {"model": self.model, "max_tokens": self.max_tokens, "system": self.system,
                 **self.body_options}
+
+
+def _not_utf8(prompt: str, exc: UnicodeEncodeError) -> str:
+    """One line: which character cannot be sent (a lone surrogate, as ``read_csv(encoding_errors=
+    'surrogateescape')`` makes of undecodable bytes), where, and how to clean it."""
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as bad:
+        where = ("the prompt contains a character that cannot be encoded as UTF-8 "
+                 f"(U+{ord(prompt[bad.start]):04X}) at position {bad.start}")
+    else:  # not the prompt: the system prompt or an option
+        where = ("the system prompt or an option contains a character that cannot be encoded as UTF-8 "
+                 f"({exc.reason})")
+    return (f"{where}: read the file with its real encoding, or clean the column with "
+            ".str.encode('utf-8', 'replace').str.decode('utf-8')")
 
 
 class _State:
@@ -233,7 +280,7 @@ class _State:
         self.texts: list[str | None] = [None] * n
         self.cached = np.zeros(n, dtype=bool)
         self.errors: dict[int, ClaudeError | BaseException] = {}
-        self.progress = Progress(total=plan.rows, skipped=len(plan.skipped))
+        self.progress = Progress(total=plan.rows, skipped=len(plan.skipped), skipped_empty=plan.skipped_empty)
         self.started = time.monotonic()
         self.finished_times: deque[float] = deque(maxlen=200)
         self.input_tokens = self.output_tokens = 0
@@ -261,10 +308,15 @@ class _State:
         self.progress.requests_done += 1
         self.finished_times.append(time.monotonic())
 
-    def invalid(self, uid: int, error: ConfigError) -> None:
+    def invalid(self, uid: int, error: ClaudeError) -> None:
         """A prompt the API would refuse (checked before sending): its rows fail, nothing is sent."""
         self.errors[uid] = error
         self.progress.failed += int(self.weights[uid])
+
+    def refused(self, uid: int, error: ClaudeError) -> None:
+        """A prompt that was to be sent and will not be (it alone passes the budget): its rows fail."""
+        self.invalid(uid, error)
+        self.progress.requests_total -= 1
 
     def _account(self, reply: Reply) -> None:
         self.finished_times.append(time.monotonic())
