@@ -3,7 +3,8 @@
 Built on :mod:`diskcache` (SQLite in WAL mode), so several kernels can share one directory.
 Values are stored as JSON text by :class:`JSONDisk` and never pickled: diskcache's default
 ``Disk`` unpickles what it reads, so a tampered cache file could run code; ours refuses any
-row that is not JSON text and treats it as a miss.
+row that is not JSON text and treats it as a miss. A row that is JSON but not a reply (see
+:func:`claude_magic.reply.check_dict`) is deleted and counts as a miss.
 
 Layout of a cache directory::
 
@@ -15,38 +16,52 @@ for the batch twice) and so that ``clear()``, ``export()`` and ``import_()`` —
 replies only — leave it alone. ``delete_meta`` removes a meta entry.
 
 Eviction is diskcache's "least-recently-stored": a read never writes, which keeps hits fast.
+
+A store that fails (a corrupt or truncated ``cache.db``, a directory that cannot be created or
+written) never fails the call that uses it: the cache logs one warning per object on the
+``claude_magic`` logger, then behaves as an empty cache that stores nothing, and ``broken``
+says why. ``clear()`` rebuilds a broken reply store: it deletes that store's own files (its
+database and value files, nothing else) and opens it afresh. Stores are opened on first use,
+so constructing a ``ResponseCache`` touches no file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
+import secrets
+import sqlite3
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, TypeVar
 
 import diskcache
 from diskcache.core import MODE_RAW, MODE_TEXT, UNKNOWN
 
 from .errors import ConfigError
+from .reply import check_dict
 
 __all__ = ["CacheStats", "CorruptEntry", "JSONDisk", "ResponseCache", "default_cache_dir"]
 
 log = logging.getLogger(__name__)
+_user_log = logging.getLogger("claude_magic")  # what the person must see: a store that fails
 
-# Request fields that do not shape the answer (issue 2 §3).
+# Request fields that do not shape the answer: whether it streams, and who asked (metadata).
 _IGNORED_FIELDS = frozenset({"stream", "metadata"})
 _TRUE = {"1", "true", "yes", "on"}
-_KEY_RE = re.compile(r"^[0-9a-f]{64}$")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 _MISSING = object()
 # One encoder for every key: json.dumps would build a new one per call (a measurable share of a hit).
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_T = TypeVar("_T")
 
 
 class CorruptEntry(OSError):
@@ -102,7 +117,7 @@ class JSONDisk(diskcache.Disk):
 @dataclass(frozen=True)
 class CacheStats:
     """``hits``/``misses`` and savings are this ResponseCache object's (this process);
-    ``entries``/``volume_bytes`` are of the shared store on disk."""
+    ``entries``/``volume_bytes`` are of the shared store on disk (0 when it is broken)."""
 
     hits: int
     misses: int
@@ -145,6 +160,125 @@ def _usage_tokens(usage: Any) -> int:
     return sum(int(usage.get(n) or 0) for n in names)
 
 
+# --- one sub-store, set aside when it fails ---------------------------------------------------------
+
+class _Unusable(Exception):
+    """A store operation that did not run: the store is broken, or was busy for too long."""
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+class _Store:
+    """One diskcache sub-store, opened on first use.
+
+    An error of the store itself (sqlite3.DatabaseError: a corrupt or truncated file; OSError: a
+    directory that cannot be created or written) sets it aside for good: ``broken`` holds the
+    reason, ``on_break`` is told once, and ``call`` raises :class:`_Unusable` from then on. A lock
+    that another process held past diskcache's timeout fails that one call only.
+    """
+
+    def __init__(self, path: Path, what: str, fix: str, on_break: Callable[[_Store], None],
+                 **settings: Any) -> None:
+        self.path, self.what, self.fix = path, what, fix
+        self.broken: str | None = None
+        self._on_break = on_break
+        self._settings = settings
+        self._cache: diskcache.Cache | None = None
+        self._lock = threading.Lock()
+
+    def call(self, op: Callable[[diskcache.Cache], _T]) -> _T:
+        """``op(cache)``; raises _Unusable instead of the store's own errors."""
+        cache = self._cache if self.broken is None else None
+        if cache is None:
+            cache = self._open()
+        return self._guard(lambda: op(cache))
+
+    def run(self, op: Callable[[diskcache.Cache], _T], default: _T) -> _T:
+        """``op(cache)``, or ``default`` when the store cannot do it."""
+        try:
+            return self.call(op)
+        except _Unusable:
+            return default
+
+    def rebuild(self, root: Path) -> None:
+        """Delete this store's files and open it afresh; raises OSError, ConfigError or _Unusable."""
+        with self._lock:
+            if self._cache is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._cache.close()
+                self._cache = None
+            _remove_store_files(self.path, root)
+            self.broken = None
+        self._open()
+
+    def close(self) -> None:
+        if self._cache is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._cache.close()
+
+    def _open(self) -> diskcache.Cache:
+        with self._lock:
+            if self.broken is not None:
+                raise _Unusable(f"{self.what} at {self.path} unusable ({self.broken})")
+            if self._cache is None:
+                path, settings = str(self.path), self._settings
+                self._cache = self._guard(lambda: diskcache.Cache(path, disk=JSONDisk, **settings))
+            return self._cache
+
+    def _guard(self, fn: Callable[[], _T]) -> _T:
+        try:
+            return fn()
+        except diskcache.Timeout:
+            reason = "busy: another process held the lock past the timeout"
+        except (sqlite3.DatabaseError, OSError) as exc:
+            reason = _one_line(exc)
+            if not (isinstance(exc, sqlite3.OperationalError) and ("locked" in reason or "busy" in reason)):
+                self.broken = reason
+                self._on_break(self)
+                raise _Unusable(f"{self.what} at {self.path} unusable ({reason})") from None
+        log.warning("%s at %s skipped for one call (%s)", self.what, self.path, reason)
+        raise _Unusable(f"{self.what} at {self.path} {reason}; try again")
+
+
+def _remove_store_files(store: Path, root: Path) -> None:
+    """Delete diskcache's files in ``store`` — its database and its ``ab/cd/*.val`` value files —
+    and nothing else. A store that resolves outside ``root`` (a link elsewhere) is refused."""
+    if store.resolve() != root.resolve() / store.name:
+        raise ConfigError(f"{store} links to {store.resolve()}, outside the cache directory {root}: "
+                          "delete its cache.db* files yourself, or set CLAUDE_MAGIC_CACHE_DIR")
+    for name in ("cache.db", "cache.db-wal", "cache.db-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            (store / name).unlink()
+    for top in _hex_dirs(store):
+        for sub in _hex_dirs(top):
+            with os.scandir(sub) as entries:
+                for entry in entries:
+                    if entry.name.endswith(".val") and not entry.is_dir(follow_symlinks=False):
+                        os.unlink(entry.path)
+            with contextlib.suppress(OSError):
+                sub.rmdir()  # kept when something else lives there
+        with contextlib.suppress(OSError):
+            top.rmdir()
+
+
+def _hex_dirs(folder: Path) -> list[Path]:
+    """The two-hex-digit folders diskcache puts value files in (links are never followed)."""
+    try:
+        with os.scandir(folder) as entries:
+            return [Path(e.path) for e in entries
+                    if len(e.name) == 2 and _is_hex(e.name) and e.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return []
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text)
+
+
+# --- the cache ----------------------------------------------------------------------------------------
+
 class ResponseCache:
     """Complete replies (``Reply.to_dict()``) stored as JSON under a key of the request.
 
@@ -152,6 +286,9 @@ class ResponseCache:
     ``offline``: the argument, else ``CLAUDE_MAGIC_OFFLINE`` in {1, true, yes}; the client turns a
     miss into :class:`claude_magic.errors.CacheMiss` when it is set.
     ``size_limit``: bytes of the reply store; past it the oldest-stored replies are evicted.
+
+    No method but ``clear``, ``export`` and ``import_`` raises because of the store on disk: a
+    broken store makes the cache empty and non-storing (see ``broken``).
     """
 
     def __init__(
@@ -163,16 +300,20 @@ class ResponseCache:
     ) -> None:
         self.directory = Path(directory).expanduser() if directory is not None else default_cache_dir()
         self.offline = _env_offline() if offline is None else bool(offline)
-        self._responses = diskcache.Cache(
-            str(self.directory / "responses"),
-            disk=JSONDisk,
-            size_limit=size_limit,
-            eviction_policy="least-recently-stored",
-        )
-        self._meta = diskcache.Cache(str(self.directory / "meta"), disk=JSONDisk, eviction_policy="none")
         self._lock = threading.Lock()
+        self._warned = False
         self._hits = self._misses = self._tokens_saved = 0
         self._dollars_saved = 0.0
+        responses, meta = self.directory / "responses", self.directory / "meta"
+        self._responses = _Store(
+            responses, "response cache", "%claude_cache clear rebuilds it, or set CLAUDE_MAGIC_CACHE_DIR",
+            self._broke, size_limit=size_limit, eviction_policy="least-recently-stored",
+        )
+        self._meta = _Store(
+            meta, "response cache side-table",
+            f"delete {meta} to rebuild it (it remembers submitted batch ids), or set CLAUDE_MAGIC_CACHE_DIR",
+            self._broke, eviction_policy="none",
+        )
 
     @staticmethod
     def key(body: Mapping[str, Any], *, host: str, api_version: str) -> str:
@@ -182,10 +323,23 @@ class ResponseCache:
         doc = {"body": shaping, "host": host.rstrip("/").lower(), "api_version": api_version}
         return hashlib.sha256(_CANONICAL.encode(doc).encode("utf-8")).hexdigest()
 
+    @property
+    def broken(self) -> str | None:
+        """Why the cache runs without its store (it then answers nothing and stores nothing), or
+        None when it works. Opens the stores if they are not open yet."""
+        for store in (self._responses, self._meta):
+            store.run(lambda c: None, None)
+        if self._responses.broken is not None:
+            return self._responses.broken
+        return None if self._meta.broken is None else f"side-table: {self._meta.broken}"
+
     def get(self, key: str) -> dict[str, Any] | None:
         """The stored reply, or None. Counts a hit (with the tokens and dollars it saved) or a miss."""
-        value = self._responses.get(key, _MISSING)
-        if value is _MISSING or not isinstance(value, dict):
+        k = key
+        value = self._responses.run(lambda c: c.get(k, _MISSING), _MISSING)
+        if value is not _MISSING and not self._is_reply(k, value):
+            value = _MISSING
+        if not isinstance(value, dict):
             with self._lock:
                 self._misses += 1
             return None
@@ -197,72 +351,109 @@ class ResponseCache:
                 self._dollars_saved += saved_usd
         return value
 
+    def _is_reply(self, key: str, value: Any) -> bool:
+        """Whether ``value`` is a reply; one that is not is deleted, so it is reported once."""
+        try:
+            check_dict(value)
+        except ValueError as exc:
+            log.warning("dropped cache entry %s…: %s", key[:12], exc)
+            self._responses.run(lambda c: c.delete(key), None)
+            return False
+        return True
+
     def set(self, key: str, value: Mapping[str, Any]) -> None:
         """Store a complete reply (``Reply.to_dict()``); it must be JSON-serialisable."""
         if not isinstance(value, Mapping):
             raise TypeError(f"cache values are reply dicts, got {type(value).__name__}")
-        self._responses.set(key, dict(value))
+        v = dict(value)
+        self._responses.run(lambda c: c.set(key, v), None)
 
     def delete(self, key: str) -> None:
-        self._responses.delete(key)
+        self._responses.run(lambda c: c.delete(key), None)
 
     def __contains__(self, key: str) -> bool:
-        return key in self._responses
+        return self._responses.run(lambda c: key in c, False)
 
     # --- meta side-table -------------------------------------------------------------------
     def get_meta(self, name: str, default: Any = None) -> Any:
-        value = self._meta.get(name, _MISSING)
+        value = self._meta.run(lambda c: c.get(name, _MISSING), _MISSING)
         return default if value is _MISSING else value
 
     def set_meta(self, name: str, value: Any) -> None:
         """Store a JSON-serialisable value under ``name`` (never evicted, untouched by ``clear``)."""
-        self._meta.set(name, value)
+        self._meta.run(lambda c: c.set(name, value), None)
 
     def delete_meta(self, name: str) -> None:
-        self._meta.delete(name)
+        self._meta.run(lambda c: c.delete(name), None)
 
     # --- housekeeping ----------------------------------------------------------------------
     @property
     def stats(self) -> CacheStats:
         with self._lock:
             hits, misses, tokens, usd = self._hits, self._misses, self._tokens_saved, self._dollars_saved
-        entries, volume = len(self._responses), self._responses.volume()
+        entries, volume = self._responses.run(lambda c: (len(c), c.volume()), (0, 0))
         return CacheStats(hits, misses, tokens, round(usd, 10), entries, volume)
 
     def clear(self) -> int:
-        """Remove every stored reply (the meta side-table stays); returns how many were removed."""
-        return int(self._responses.clear())
+        """Remove every stored reply (the meta side-table stays); returns how many were removed.
+
+        A broken reply store is rebuilt instead: its files are deleted and it is opened afresh
+        (returns 0, since how many it held is unknown). ConfigError when that cannot be done.
+        """
+        try:
+            return int(self._responses.call(lambda c: c.clear()))
+        except _Unusable as exc:
+            if self._responses.broken is None:  # busy, not broken: deleting would lose a live store
+                raise ConfigError(f"cannot clear: {exc}") from None
+        try:
+            self._responses.rebuild(self.directory)
+        except (_Unusable, OSError) as exc:
+            where = self._responses.path
+            raise ConfigError(f"cannot rebuild the response cache at {where} ({_one_line(exc)}): "
+                              "set CLAUDE_MAGIC_CACHE_DIR to a writable directory") from None
+        with self._lock:
+            self._warned = False  # a new store: if it breaks too, say so again
+        return 0
 
     def export(self, path: str | os.PathLike[str]) -> int:
-        """Write every reply to a JSONL cassette, one ``{"key": ..., "value": ...}`` per line,
-        sorted by key with sorted fields, so the same cache always gives the same file."""
-        count = 0
-        with open(path, "w", encoding="utf-8", newline="\n") as out:
-            for key in self._responses.iterkeys():  # diskcache yields keys in sorted order
-                if not isinstance(key, str):
-                    continue
-                value = self._responses.get(key, _MISSING)
-                if not isinstance(value, dict):
-                    continue
-                line = json.dumps({"key": key, "value": value}, sort_keys=True, ensure_ascii=False,
-                                  separators=(",", ":"))
-                out.write(line + "\n")
-                count += 1
-        return count
+        """Write every reply to a JSONL cassette, one ``{"key": ..., "value": ...}`` per line, sorted
+        by key with sorted fields, so the same cache always gives the same file; returns how many.
+
+        The file is written beside ``path`` and then moved into place, so a failed export leaves
+        an existing file as it was. A path inside the cache directory is refused (ConfigError).
+        """
+        target = Path(path).expanduser().resolve()
+        root = self.directory.resolve()
+        if target == root or root in target.parents:
+            raise ConfigError(f"cannot export to {os.fspath(path)}: it is inside the cache directory {root}; "
+                              "choose a path outside it")
+        try:
+            return _write_replacing(target, lambda out: self._responses.call(partial(_write_cassette, out)))
+        except _Unusable as exc:
+            raise ConfigError(f"nothing exported: {exc}; {self._responses.fix}") from None
 
     def import_(self, path: str | os.PathLike[str]) -> int:
         """Load a JSONL cassette (entries with the same key are replaced); returns how many were read.
-        The whole file is checked before anything is stored; a bad line raises ConfigError."""
-        entries = list(_read_cassette(path))
-        with self._responses.transact():
-            for key, value in entries:
-                self._responses.set(key, value)
+        The whole file is checked before anything is stored; a bad line raises ConfigError naming
+        the file and line."""
+        entries = _read_cassette(Path(path).expanduser())
+        try:
+            self._responses.call(lambda c: _store_all(c, entries))
+        except _Unusable as exc:
+            raise ConfigError(f"nothing imported: {exc}; {self._responses.fix}") from None
         return len(entries)
 
     def close(self) -> None:
         """Close the database connections (safe to call twice)."""
         self._responses.close()
         self._meta.close()
+
+    def _broke(self, store: _Store) -> None:
+        with self._lock:
+            warned, self._warned = self._warned, True
+        if not warned:
+            _user_log.warning("%s at %s unusable (%s): running without it; %s",
+                              store.what, store.path, store.broken, store.fix)
 
     def __enter__(self) -> ResponseCache:
         return self
@@ -274,17 +465,56 @@ class ResponseCache:
         return f"ResponseCache({str(self.directory)!r}, offline={self.offline})"
 
 
-def _read_cassette(path: str | os.PathLike[str]) -> list[tuple[str, dict[str, Any]]]:
-    entries = []
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read cassette {os.fspath(path)}: {exc}") from exc
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
+# --- cassettes ------------------------------------------------------------------------------------------
+
+def _write_cassette(out: IO[str], cache: diskcache.Cache) -> int:
+    count = 0
+    for key in cache.iterkeys():  # diskcache yields keys in sorted order
+        if type(key) is not str:
             continue
-        entries.append(_parse_cassette_line(line, f"{os.fspath(path)}:{lineno}"))
-    return entries
+        value = cache.get(key, _MISSING)
+        try:
+            check_dict(value)  # import would refuse it
+        except ValueError:
+            continue
+        item = {"key": key, "value": value}
+        out.write(json.dumps(item, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n")
+        count += 1
+    return count
+
+
+def _write_replacing(target: Path, write: Callable[[IO[str]], int]) -> int:
+    """``write`` into a new file beside ``target``, then move it onto ``target`` (os.replace is
+    atomic on one file system); on any failure the new file is removed and ``target`` untouched."""
+    temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    fd = os.open(temp, flags, 0o666)  # the umask applies, as with open(path, "w")
+    try:
+        with open(fd, "w", encoding="utf-8", newline="\n") as out:
+            count = write(out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise
+    return count
+
+
+def _store_all(cache: diskcache.Cache, entries: Iterable[tuple[str, dict[str, Any]]]) -> None:
+    with cache.transact():
+        for key, value in entries:
+            cache.set(key, value)
+
+
+def _read_cassette(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read cassette {path}: {_one_line(exc)}") from exc
+    return [_parse_cassette_line(line, f"{path}:{lineno}")
+            for lineno, line in enumerate(lines, 1) if line.strip()]
 
 
 def _parse_cassette_line(line: str, where: str) -> tuple[str, dict[str, Any]]:
@@ -296,8 +526,12 @@ def _parse_cassette_line(line: str, where: str) -> tuple[str, dict[str, Any]]:
     if not isinstance(item, dict) or "key" not in item or "value" not in item:
         raise ConfigError(f"{where}: {expected}")
     key, value = item["key"], item["value"]
-    if not isinstance(key, str) or not _KEY_RE.match(key):
+    if not isinstance(key, str) or not _HEX64.fullmatch(key):
         raise ConfigError(f"{where}: key {key!r} is not a 64-character sha256 hex string; {expected}")
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: value is a {type(value).__name__}, not an object; {expected}")
+    try:
+        check_dict(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: value is not a reply: {exc}") from None
     return key, value

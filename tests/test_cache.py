@@ -175,7 +175,7 @@ def test_planted_pickle_is_never_loaded(tmp_path: Path, where: str) -> None:
     marker = tmp_path / "pwned"
     payload = pickle.dumps(_Evil(marker))
     directory = tmp_path / "c"
-    key = key_of(BODY)
+    key = str(key_of(BODY))  # a plain str: diskcache's default Disk pickles any other key type
     with ResponseCache(directory) as cache:
         cache.set(key, make_reply())
     db = directory / "responses" / "cache.db"
@@ -251,20 +251,22 @@ def test_a_subprocess_writes_what_we_read(tmp_path: Path) -> None:
     script = (
         "import sys\n"
         "from claude_magic.cache import ResponseCache\n"
+        "import json\n"
         "with ResponseCache(sys.argv[1]) as c:\n"
-        "    c.set('d' * 64, {'text': 'from the child', 'usage': {'input_tokens': 3}})\n"
+        "    c.set('d' * 64, json.loads(sys.argv[2]))\n"
         "    print(c.get('e' * 64)['text'])\n"
     )
     root = Path(__file__).resolve().parents[1]
     path = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": path}
+    child = make_reply("from the child", input_tokens=3)
     with ResponseCache(tmp_path) as cache:
-        cache.set("e" * 64, {"text": "from the parent"})
-        done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
-                              env=env, timeout=60, check=False)
+        cache.set("e" * 64, make_reply("from the parent"))
+        done = subprocess.run([sys.executable, "-c", script, str(tmp_path), json.dumps(child)],
+                              capture_output=True, text=True, env=env, timeout=60, check=False)
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == "from the parent"
-        assert cache.get("d" * 64) == {"text": "from the child", "usage": {"input_tokens": 3}}
+        assert cache.get("d" * 64) == child
 
 
 # --- size limit ----------------------------------------------------------------------------

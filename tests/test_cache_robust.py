@@ -1,15 +1,46 @@
-"""The response cache against what the disk and the people editing it can do. First the shape
-of a reply: values in the cache and in cassettes are JSON that anyone can edit."""
+"""The response cache against what the disk and the people editing it can do: a corrupt or
+unwritable store, values of the wrong shape, exports aimed at the cache itself, and cassettes
+carried from one API host to another. Real diskcache stores in tmp_path throughout."""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import re
+import sys
+from pathlib import Path
 from typing import Any
 
+import diskcache
 import pytest
-from test_cache import make_reply
+from test_cache import BODY, key_of, make_reply
 
+from claude_magic.cache import JSONDisk, ResponseCache
+from claude_magic.errors import ConfigError
 from claude_magic.reply import Reply, Usage, check_dict
+
+
+def _records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "claude_magic" and r.levelno == logging.WARNING]
+
+
+def _filled(directory: Path, n: int = 50) -> list[str]:
+    keys = [f"{i:064x}" for i in range(n)]
+    with ResponseCache(directory) as cache:
+        for k in keys:
+            cache.set(k, make_reply("x" * 300))
+        cache.set_meta("batch", {"id": "msgbatch_1"})
+    return keys
+
+
+def _corrupt(db: Path, how: str) -> None:
+    if how == "junk":
+        with open(db, "r+b") as f:
+            f.write(b"not a database!!" * 4)
+    else:
+        os.truncate(db, db.stat().st_size // 2)
+
 
 # --- Reply: one definition of a well-formed reply dict ---------------------------------------------
 
@@ -61,3 +92,214 @@ def test_every_reply_field_has_a_check() -> None:
     from claude_magic import reply
 
     assert set(reply._CHECKS) == {f for f in Reply.__dataclass_fields__}
+
+
+# --- a store that fails ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("how", ["junk", "truncated"])
+def test_a_corrupt_database_makes_an_empty_cache_that_stores_nothing(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, how: str) -> None:
+    directory = tmp_path / "c"
+    keys = _filled(directory)
+    _corrupt(directory / "responses" / "cache.db", how)
+    with ResponseCache(directory) as cache:
+        assert cache.get(keys[0]) is None
+        cache.set(keys[1], make_reply())
+        assert cache.get(keys[1]) is None
+        assert keys[1] not in cache
+        cache.delete(keys[1])
+        stats = cache.stats
+        assert (stats.hits, stats.misses, stats.entries, stats.volume_bytes) == (0, 2, 0, 0)
+        assert cache.get_meta("batch") == {"id": "msgbatch_1"}  # the side-table is its own store
+        assert cache.broken in ("file is not a database", "database disk image is malformed")
+    (warning,) = _records(caplog)  # once per cache object, however many calls
+    assert warning.getMessage() == (
+        f"response cache at {directory / 'responses'} unusable ({cache.broken}): running without it; "
+        "%claude_cache clear rebuilds it, or set CLAUDE_MAGIC_CACHE_DIR"
+    )
+
+
+def test_each_cache_object_warns_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    directory = tmp_path / "c"
+    _filled(directory)
+    _corrupt(directory / "responses" / "cache.db", "junk")
+    for _ in range(2):
+        with ResponseCache(directory) as cache:
+            for _ in range(3):
+                cache.get("a" * 64)
+                cache.set("a" * 64, make_reply())
+    assert len(_records(caplog)) == 2
+
+
+def test_an_uncreatable_directory_is_a_broken_cache_not_an_error(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "file").write_text("I am a file")
+    with ResponseCache(tmp_path / "file" / "c") as cache:
+        assert not _records(caplog)  # constructing touches nothing
+        assert cache.get("a" * 64) is None
+        cache.set("a" * 64, make_reply())
+        cache.set_meta("m", 1)
+        assert cache.get_meta("m", "default") == "default"
+        assert cache.stats.entries == 0
+        assert cache.broken is not None and "could not be created" in cache.broken
+        with pytest.raises(ConfigError, match="cannot rebuild the response cache at .*writable"):
+            cache.clear()
+        with pytest.raises(ConfigError, match="nothing imported: response cache at .* unusable"):
+            cache.import_(_cassette(tmp_path, [{"key": "a" * 64, "value": make_reply()}]))
+    assert len(_records(caplog)) == 1
+    assert (tmp_path / "file").read_text() == "I am a file"
+
+
+def test_constructing_a_cache_opens_nothing(tmp_path: Path) -> None:
+    cache = ResponseCache(tmp_path / "c")
+    assert not (tmp_path / "c").exists()
+    assert cache.broken is None  # asking opens the stores
+    assert (tmp_path / "c" / "responses" / "cache.db").exists()
+    cache.close()
+
+
+@pytest.mark.parametrize("how", ["junk", "truncated"])
+def test_clear_rebuilds_a_broken_store_and_nothing_else(tmp_path: Path, how: str) -> None:
+    directory = tmp_path / "c"
+    _filled(directory)
+    with ResponseCache(directory) as cache:
+        cache.set("b" * 64, make_reply("y" * 100_000))  # a value file in responses/ab/cd/
+    assert list((directory / "responses").rglob("*.val"))
+    (directory / "responses" / "notes.txt").write_text("mine")
+    (directory / "elsewhere.txt").write_text("mine too")
+    _corrupt(directory / "responses" / "cache.db", how)
+    with ResponseCache(directory) as cache:
+        assert cache.broken is not None
+        assert cache.clear() == 0
+        assert cache.broken is None
+        cache.set("a" * 64, make_reply("fresh"))
+        assert cache.get("a" * 64)["text"] == "fresh"  # type: ignore[index]
+        assert cache.stats.entries == 1
+        assert cache.get_meta("batch") == {"id": "msgbatch_1"}
+    assert not list((directory / "responses").rglob("*.val"))
+    assert (directory / "responses" / "notes.txt").read_text() == "mine"
+    assert (directory / "elsewhere.txt").read_text() == "mine too"
+    with ResponseCache(directory) as again:
+        assert again.get("a" * 64) is not None
+
+
+def test_clear_of_a_healthy_cache_counts_what_it_removed(tmp_path: Path) -> None:
+    _filled(tmp_path, n=3)
+    with ResponseCache(tmp_path) as cache:
+        assert cache.clear() == 3
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symbolic links need privileges on Windows")
+def test_clear_never_deletes_through_a_link_out_of_the_cache_directory(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    _filled(outside)
+    _corrupt(outside / "responses" / "cache.db", "junk")
+    directory = tmp_path / "c"
+    directory.mkdir()
+    (directory / "responses").symlink_to(outside / "responses", target_is_directory=True)
+    with ResponseCache(directory) as cache:
+        assert cache.broken is not None
+        with pytest.raises(ConfigError, match="outside the cache directory"):
+            cache.clear()
+    assert (outside / "responses" / "cache.db").exists()
+
+
+# --- values of the wrong shape ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("value", [{"text": 5}, ["a", "list"], {**make_reply(), "usage": "x"}, "text"])
+def test_a_stored_value_of_the_wrong_shape_is_a_miss_and_is_deleted(tmp_path: Path, value: Any) -> None:
+    key = key_of(BODY)
+    raw = diskcache.Cache(str(tmp_path / "c" / "responses"), disk=JSONDisk)
+    try:
+        raw.set(str(key), value)  # as another program (or a hand) could
+    finally:
+        raw.close()
+    with ResponseCache(tmp_path / "c") as cache:
+        assert cache.get(key) is None
+        assert key not in cache
+        assert (cache.stats.hits, cache.stats.misses) == (0, 1)
+        assert cache.export(tmp_path / "out.jsonl") == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "complaint"),
+    [({**make_reply(), "text": 5}, "reply field 'text' must be a string"),
+     ({**make_reply(), "usage": "x"}, "reply field 'usage' must be an object")],
+)
+def test_import_refuses_a_value_that_is_not_a_reply(tmp_path: Path, value: dict[str, Any],
+                                                    complaint: str) -> None:
+    path = _cassette(tmp_path, [{"key": "f" * 64, "value": make_reply()}, {"key": "e" * 64, "value": value}])
+    with ResponseCache(tmp_path / "c") as cache:
+        with pytest.raises(ConfigError) as info:
+            cache.import_(path)
+        assert str(info.value).startswith(f"{path}:2: value is not a reply: {complaint}")
+        assert "\n" not in str(info.value)
+        assert "f" * 64 not in cache
+
+
+# --- exports ---------------------------------------------------------------------------------------------
+
+def _cassette(tmp_path: Path, items: list[dict[str, Any]], name: str = "in.jsonl") -> Path:
+    path = tmp_path / name
+    path.write_text("".join(json.dumps(i) + "\n" for i in items), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("inside", ["responses/cache.db", "x.jsonl", "meta/../responses/x", "."])
+def test_export_refuses_a_path_inside_the_cache_directory(tmp_path: Path, inside: str) -> None:
+    directory = tmp_path / "c"
+    keys = _filled(directory, n=3)
+    with ResponseCache(directory) as cache:
+        with pytest.raises(ConfigError, match="inside the cache directory") as info:
+            cache.export(directory / inside)
+        assert "\n" not in str(info.value)
+    with ResponseCache(directory) as cache:
+        assert cache.broken is None
+        assert all(cache.get(k) is not None for k in keys)
+    assert not (directory / "x.jsonl").exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symbolic links need privileges on Windows")
+def test_export_refuses_a_link_into_the_cache_directory(tmp_path: Path) -> None:
+    directory = tmp_path / "c"
+    keys = _filled(directory, n=1)
+    (tmp_path / "innocent.jsonl").symlink_to(directory / "responses" / "cache.db")
+    with ResponseCache(directory) as cache:
+        with pytest.raises(ConfigError, match="inside the cache directory"):
+            cache.export(tmp_path / "innocent.jsonl")
+        assert cache.get(keys[0]) is not None
+
+
+def test_a_failed_export_leaves_the_old_file_intact(tmp_path: Path) -> None:
+    directory = tmp_path / "c"
+    _filled(directory, n=1)
+    _corrupt(directory / "responses" / "cache.db", "junk")
+    out = tmp_path / "out.jsonl"
+    out.write_text("the old cassette\n")
+    with ResponseCache(directory) as cache:
+        with pytest.raises(ConfigError, match="nothing exported: response cache at .* unusable"):
+            cache.export(out)
+    assert out.read_text() == "the old cassette\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "out.jsonl"]  # no temporary file left
+
+
+def test_export_replaces_the_old_file(tmp_path: Path) -> None:
+    _filled(tmp_path / "c", n=2)
+    out = tmp_path / "out.jsonl"
+    out.write_text("the old cassette\n" * 1000)
+    with ResponseCache(tmp_path / "c") as cache:
+        assert cache.export(out) == 2
+    assert len(out.read_text().splitlines()) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "out.jsonl"]
+
+
+def test_export_and_import_expand_the_home_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("USERPROFILE", str(tmp_path))
+    keys = _filled(tmp_path / "a", n=2)
+    with ResponseCache(tmp_path / "a") as a:
+        assert a.export("~/tape.jsonl") == 2
+    assert (tmp_path / "tape.jsonl").exists()
+    with ResponseCache(tmp_path / "b") as b:
+        assert b.import_("~/tape.jsonl") == 2
+        assert all(k in b for k in keys)
