@@ -235,7 +235,11 @@ def _check_rows(source: str, value: Any) -> Any:
 
 
 def _writer(dest: str, ns: dict[str, Any]) -> Any:
-    """A function that stores the answer Series in DEST; checked now, before anything is sent."""
+    """A function that stores the answer Series in DEST; checked now, before anything is sent.
+
+    DEST never replaces a DataFrame, a module or a callable: ``-o df`` for ``-o df.label`` would
+    lose the table, ``-o get_ipython`` would break the shell.
+    """
     import pandas as pd
 
     m = _REF.match(dest)
@@ -244,6 +248,8 @@ def _writer(dest: str, ns: dict[str, Any]) -> Any:
     column = m["attr"] if m["attr"] is not None else m["key"]
     name = m["name"]
     if column is None:
+        _check_variable(name, ns)
+
         def to_variable(series: pd.Series) -> None:
             ns[name] = series.rename(name)
 
@@ -261,6 +267,21 @@ def _writer(dest: str, ns: dict[str, Any]) -> Any:
                              "store them in a variable instead") from exc
 
     return to_column
+
+
+def _check_variable(name: str, ns: dict[str, Any]) -> None:
+    import builtins
+    import types
+
+    import pandas as pd
+
+    value = ns[name] if name in ns else getattr(builtins, name, None)  # -o print would shadow print()
+    if isinstance(value, pd.DataFrame):
+        raise UsageError(f"DEST {name} holds a DataFrame, which a Series of answers would replace: "
+                         f"write -o {name}.label for a new column, or give another name")
+    if isinstance(value, types.ModuleType) or callable(value):
+        kind = "a module" if isinstance(value, types.ModuleType) else f"a {type(value).__name__}"
+        raise UsageError(f"DEST {name} holds {kind}, which the answers would replace: give another name")
 
 
 # --------------------------------------------------------------------------------------------------

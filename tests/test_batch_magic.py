@@ -33,7 +33,7 @@ def prompts(emu: Any) -> list[str]:
 
 @pytest.fixture
 def ip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, claude_emulator: Any) -> Iterator[Any]:
-    names = ("df", "out", "review", "x", "_claude_batch", "items", "s", "text")
+    names = ("df", "out", "review", "x", "_claude_batch", "items", "s", "text", "pd", "big")
     with loaded_shell(monkeypatch, tmp_path / "cache", *names) as shell:
         run(shell, f"%config ClaudeMagics.base_url = {claude_emulator.url!r}")
         run(shell, f"%config ClaudeMagics.api_key = {KEY!r}")
@@ -43,6 +43,7 @@ def ip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, claude_emulator: Any) ->
         shell.user_ns["df"] = pd.DataFrame({"review": ["great", "awful", "great", None],
                                             "product": ["pen", "ink", "pen", "cap"]}, index=[7, 8, 9, 10])
         shell.user_ns["text"] = "a string is not rows"
+        shell.user_ns["pd"] = pd
         yield shell
 
 
@@ -139,6 +140,14 @@ def test_sources_and_destinations(ip: Any, claude_emulator: Any) -> None:
     ('%claude_batch df "Q {review}" -o out --concurrency 0', "--concurrency must be a positive integer"),
     ('%claude_batch df "Q {review}" -o 3x', "DEST 3x must be a variable name"),
     ('%claude_batch text "Q {value}" -o out', "SOURCE text is a str: give a DataFrame"),
+    # DEST would replace a table, a module or a callable: refused before anything is sent
+    ('%claude_batch df "Q {review}" -o df',
+     r"^DEST df holds a DataFrame, which a Series of answers would replace: write -o df\.label for a new "
+     "column, or give another name$"),
+    ('%claude_batch df "Q {review}" -o get_ipython', "DEST get_ipython holds a method, .*give another name"),
+    ('%claude_batch df "Q {review}" -o pd', "DEST pd holds a module, which the answers would replace"),
+    ('%claude_batch df "Q {review}" -o print', "DEST print holds a builtin_function_or_method"),
+    ('%claude_batch df "Q {review}" -o str', "DEST str holds a type"),
 ])
 def test_bad_input_is_a_one_line_usage_error_and_sends_nothing(ip: Any, claude_emulator: Any, line: str,
                                                                message: str) -> None:
@@ -149,6 +158,14 @@ def test_bad_input_is_a_one_line_usage_error_and_sends_nothing(ip: Any, claude_e
 
     assert re.search(message, str(error)), str(error)
     assert claude_emulator.requests == []
+
+
+def test_dest_may_rebind_a_series_a_str_or_an_undefined_name(ip: Any) -> None:
+    ip.user_ns["s"] = pd.Series(["x"], index=[0])  # another index: replaced by the answers
+    for name in ("text", "s", "x"):
+        run(ip, f'%claude_batch df "Q {{review}}" -o {name}')
+        assert ip.user_ns[name].index.tolist() == [7, 8, 9, 10] and ip.user_ns[name].notna().sum() == 3
+    assert isinstance(ip.user_ns["df"], pd.DataFrame)
 
 
 def test_template_on_the_line_and_in_the_cell_is_refused(ip: Any) -> None:
