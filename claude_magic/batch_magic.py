@@ -94,7 +94,7 @@ def _unquote(token: str) -> str:
           "or the cell body with %%%%claude_batch")
 @argument("-o", "--out", dest="dest", default=None,
           help="where the answers go: df.new_col, df['new_col'] (a column aligned to the index) or a "
-          "variable name (a Series)")
+          "variable name (a Series); rows this run does not answer keep their value")
 @argument("-m", "--model", default=None, help="model ID (default: %%config ClaudeMagics.model)")
 @argument("--max-tokens", type=int, default=None, help="longest answer per row, in tokens")
 @argument("-s", "--system", default=None, help="system prompt for every row")
@@ -113,8 +113,9 @@ def claude_batch(magics: Any, line: str, cell: str | None = None) -> None:
     %claude_batch SOURCE "TEMPLATE" -o DEST [options]
     %%claude_batch SOURCE -o DEST [options]   (the template is the cell body)
 
-    Identical prompts are sent once, cached answers are not sent at all; failed rows stay
-    empty and are listed in _claude_batch.errors (the whole result is _claude_batch).
+    Identical prompts are sent once, cached answers are not sent at all. Only the rows answered
+    change DEST: rows skipped (missing or empty values), failed (listed in _claude_batch.errors)
+    or not run keep what DEST held. The whole result is _claude_batch.
     """
     args = claude_batch.parser.parse_args(split_line(line))  # type: ignore[attr-defined]
     template = _template(args.template, cell)
@@ -237,8 +238,10 @@ def _check_rows(source: str, value: Any) -> Any:
 def _writer(dest: str, ns: dict[str, Any]) -> Any:
     """A function that stores the answer Series in DEST; checked now, before anything is sent.
 
-    DEST never replaces a DataFrame, a module or a callable: ``-o df`` for ``-o df.label`` would
-    lose the table, ``-o get_ipython`` would break the shell.
+    Only the rows answered in this run (cached ones included) change DEST: a row skipped, failed
+    or not run (budget, interrupt, early stop) keeps what DEST held, so a partial run never wipes
+    earlier answers. DEST never replaces a DataFrame, a module or a callable: ``-o df`` for
+    ``-o df.label`` would lose the table, ``-o get_ipython`` would break the shell.
     """
     import pandas as pd
 
@@ -251,7 +254,7 @@ def _writer(dest: str, ns: dict[str, Any]) -> Any:
         _check_variable(name, ns)
 
         def to_variable(series: pd.Series) -> None:
-            ns[name] = series.rename(name)
+            ns[name] = _merged_variable(ns.get(name), series).rename(name)
 
         return to_variable
     frame = ns.get(name)
@@ -261,7 +264,7 @@ def _writer(dest: str, ns: dict[str, Any]) -> Any:
 
     def to_column(series: pd.Series) -> None:
         try:
-            frame[column] = series  # aligned on the index (as is, when it is the same index)
+            _merge_column(frame, column, series)
         except ValueError as exc:
             raise UsageError(f"DEST {dest}: the answers do not align with {name}'s index ({exc}); "
                              "store them in a variable instead") from exc
@@ -282,6 +285,49 @@ def _check_variable(name: str, ns: dict[str, Any]) -> None:
     if isinstance(value, types.ModuleType) or callable(value):
         kind = "a module" if isinstance(value, types.ModuleType) else f"a {type(value).__name__}"
         raise UsageError(f"DEST {name} holds {kind}, which the answers would replace: give another name")
+
+
+def _answered(series: Any) -> Any:
+    """Where this run has an answer (NA marks rows skipped, failed or not run), as a bool array."""
+    return series.notna().to_numpy(dtype=bool)
+
+
+def _writable(values: Any) -> Any:
+    """``values`` as a Series that takes strings: object unless it already holds text (assigning a
+    str into an int, float or category column is an error or a pandas FutureWarning)."""
+    import pandas as pd
+
+    if values.dtype == object or isinstance(values.dtype, pd.StringDtype):
+        return values
+    return values.astype(object)
+
+
+def _merge_column(frame: Any, column: str, series: Any) -> None:
+    aligned = series if series.index.equals(frame.index) else series.reindex(frame.index)
+    if column not in frame.columns:
+        frame[column] = aligned  # a new column: missing where nothing was answered
+        return
+    answered = _answered(aligned)
+    if not answered.any():
+        return
+    current = frame[column]
+    writable = _writable(current)
+    if writable is not current:
+        frame[column] = writable
+    frame.loc[answered, column] = aligned.to_numpy(dtype=object)[answered]
+
+
+def _merged_variable(old: Any, series: Any) -> Any:
+    """The Series DEST gets: ``old`` (a copy: it may be a view of a frame's column) with the
+    answered labels updated when it is on the same index, else the new answers."""
+    import pandas as pd
+
+    if not isinstance(old, pd.Series) or not old.index.equals(series.index):
+        return series
+    merged = _writable(old.copy())
+    answered = _answered(series)
+    merged[answered] = series.to_numpy(dtype=object)[answered]
+    return merged
 
 
 # --------------------------------------------------------------------------------------------------

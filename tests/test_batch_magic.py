@@ -217,6 +217,102 @@ def test_interrupt_keeps_finished_rows_in_dest(ip: Any, claude_emulator: Any,
     ip.user_ns.pop("big")
 
 
+# -- a run that stops early changes only the rows it answered ---------------------------------------
+
+
+def old_labels(n: int) -> pd.DataFrame:
+    """A table whose ``label`` column an earlier run filled (ints: not a text column)."""
+    return pd.DataFrame({"q": [f"question {i}" for i in range(n)], "label": range(100, 100 + n)})
+
+
+def only_answered_rows_changed(before: pd.DataFrame, after: pd.DataFrame, result: BatchResult) -> None:
+    answered = result.series.notna()
+    assert after["label"][~answered].tolist() == before["label"][~answered].tolist()
+    assert after["label"][answered].tolist() == result.series[answered].tolist()
+
+
+@pytest.mark.filterwarnings("error::FutureWarning")  # an int column takes text without pandas' warning
+def test_a_budget_stop_keeps_the_labels_of_rows_not_run(ip: Any, claude_emulator: Any) -> None:
+    from claude_magic.batch._live import _Budget
+    from claude_magic.pricing import price_for
+
+    price = price_for(MODEL)
+    assert price is not None
+    limit = 5 * _Budget(1.0, price, 16, batch=False).worst_case("A question 10")
+    before = old_labels(30)
+    ip.user_ns["big"] = before.copy()
+    run(ip, f'%claude_batch big "A {{q}}" -o big.label --budget {limit!r} --concurrency 1')
+    result = ip.user_ns["_claude_batch"]
+    assert 0 < result.summary.sent < 30 and result.summary.remaining_rows == 30 - result.summary.sent
+    only_answered_rows_changed(before, ip.user_ns["big"], result)
+    assert (ip.user_ns["big"]["label"] == before["label"]).sum() == result.summary.remaining_rows
+
+
+def test_an_interrupt_keeps_the_labels_of_rows_not_run(ip: Any, claude_emulator: Any,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    claude_emulator.configure(rpm=600)
+    before = old_labels(100)
+    ip.user_ns["big"] = before.copy()
+
+    def stop_soon(self: ProgressView, p: Progress) -> None:
+        if p.done >= 5 and not p.finished:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ProgressView, "__call__", stop_soon)
+    error = fails(ip, '%claude_batch big "A {q}" -o big["label"]')
+    assert isinstance(error, BatchInterrupted)
+    assert 5 <= error.result.series.notna().sum() < 100
+    only_answered_rows_changed(before, ip.user_ns["big"], error.result)
+
+
+def test_a_run_where_every_row_fails_keeps_every_label(ip: Any, claude_emulator: Any) -> None:
+    before = old_labels(20)
+    ip.user_ns["big"] = before.copy()
+    claude_emulator.inject(*["400"] * 20)
+    error = fails(ip, '%claude_batch big "A {q}" -o big.label')
+    assert type(error) is UsageError and "\n" not in str(error) and "400 invalid_request_error" in str(error)
+    assert ip.user_ns["big"]["label"].tolist() == before["label"].tolist()
+    assert ip.user_ns["_claude_batch"].series.isna().all()
+
+
+def test_a_variable_dest_on_the_same_index_keeps_what_this_run_did_not_answer(
+        ip: Any, claude_emulator: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    ip.user_ns["out"] = kept = pd.Series(["old 7", "old 8", "old 9", "old 10"], index=[7, 8, 9, 10])
+    ip.user_ns["df"].loc[8, "review"] = "  "
+    claude_emulator.inject("400")
+    run(ip, '%claude_batch df "Q {review}" -o out --concurrency 1')
+    out = ip.user_ns["out"]
+    # row 7 and 9 share the failed prompt, 8 is blank, 10 missing: nothing answered, nothing changed
+    assert out.tolist() == ["old 7", "old 8", "old 9", "old 10"] and out.name == "out"
+    assert "2 failed · 2 skipped (missing or empty values: 1 missing, 1 empty)" in shown(ip, capsys)
+    assert ip.user_ns["_claude_batch"].skipped_reasons.to_dict() == {8: "empty", 10: "missing"}
+    run(ip, '%claude_batch df "Q {review}" -o out')
+    assert kept.tolist() == ["old 7", "old 8", "old 9", "old 10"]  # DEST got a copy: the old object is intact
+    out = ip.user_ns["out"]
+    assert out[[8, 10]].tolist() == ["old 8", "old 10"] and not out[[7, 9]].str.startswith("old").any()
+
+
+def test_a_new_column_is_missing_where_nothing_was_answered_and_other_rows_keep_theirs(
+        ip: Any, claude_emulator: Any) -> None:
+    ip.user_ns["df"]["label"] = ["a", "b", "c", "d"]
+    run(ip, "%claude_batch df[df['product'] == 'pen'] \"Q {review}\" -o df.label")  # rows 7 and 9 only
+    label = ip.user_ns["df"]["label"]
+    assert label[[8, 10]].tolist() == ["b", "d"] and label[7] == label[9] != "a"
+    run(ip, '%claude_batch df "Q {review}" -o df.fresh')
+    assert ip.user_ns["df"]["fresh"].isna().tolist() == [False, False, False, True]
+
+
+def test_a_row_utf8_cannot_encode_fails_alone(ip: Any, claude_emulator: Any,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    ip.user_ns["df"].loc[8, "review"] = "bad \udcff text"
+    run(ip, '%claude_batch df "Q {review}" -o out')
+    assert prompts(claude_emulator) == ["Q great"]
+    result = ip.user_ns["_claude_batch"]
+    (message,) = result.errors["message"]
+    assert "\n" not in message and "cannot be encoded as UTF-8 (U+DCFF) at position 6" in message
+    assert "1 failed" in shown(ip, capsys)
+
+
 def test_cache_options(ip: Any, claude_emulator: Any) -> None:
     run(ip, '%claude_batch df "Q {review}" -o out')
     run(ip, '%claude_batch df "Q {review}" -o out')
@@ -232,12 +328,14 @@ def test_batch_api_and_budget_through_the_magic(ip: Any, claude_emulator: Any,
     assert prompts(claude_emulator) == []
     assert ip.user_ns["out"].notna().sum() == 3
     assert "at batch price" in shown(ip, capsys)
+    before = ip.user_ns["out"].copy()
     run(ip, '%claude_batch df "Z {review}" -o out --budget 0.000001')  # every prompt alone passes it
     assert "3 failed" in shown(ip, capsys) and len(prompts(claude_emulator)) == 0
     errors = ip.user_ns["_claude_batch"].errors
     assert set(errors["type"]) == {"BudgetExceeded"} and len(errors) == 3
     assert all(m.endswith("alone passes the budget $0.0000010: raise --budget or lower --max-tokens")
                for m in errors["message"])
+    assert ip.user_ns["out"].equals(before)  # the failed rows keep the answers of the first run
 
 
 # -- progress views ----------------------------------------------------------------------------------
