@@ -17,6 +17,25 @@ replies only — leave it alone. ``delete_meta`` removes a meta entry.
 
 Eviction is diskcache's "least-recently-stored": a read never writes, which keeps hits fast.
 
+Keys are two sha256 digests deep (canonical JSON: sorted keys, no spaces, UTF-8)::
+
+    request = sha256({"body": <request body minus stream and metadata>, "api_version": version})
+    key     = sha256({"host": <API host, lower case, no trailing />, "request": request})
+
+The host is part of the key so that an emulator's (or a proxy's) answer never serves a call to
+the real API; the API key never is. Keeping the request digest apart lets a key be recomputed
+for another host: :class:`CacheKey` is the key (a ``str``) carrying its ``host`` and
+``request``, and ``set`` stores them as the entry's origin, in diskcache's ``tag`` column so
+that the stored value stays exactly the reply.
+
+Cassettes. ``export(path)`` writes one JSON line per reply, sorted by key:
+``{"host": ..., "key": ..., "request": ..., "value": {...}}`` (``host`` and ``request`` absent
+for an entry stored under a plain string key). ``import_(path)`` stores each reply under its
+key, so it answers only calls to the host that recorded it. ``import_(path, host=H)`` stores
+every reply under the key recomputed for host ``H`` from its request digest: a cassette
+recorded against the emulator (127.0.0.1) replays in CI against api.anthropic.com. The mapping
+is an explicit argument, never a default, because it serves answers that another server gave.
+
 A store that fails (a corrupt or truncated ``cache.db``, a directory that cannot be created or
 written) never fails the call that uses it: the cache logs one warning per object on the
 ``claude_magic`` logger, then behaves as an empty cache that stores nothing, and ``broken``
@@ -41,7 +60,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, NamedTuple, TypeVar
 
 import diskcache
 from diskcache.core import MODE_RAW, MODE_TEXT, UNKNOWN
@@ -49,7 +68,7 @@ from diskcache.core import MODE_RAW, MODE_TEXT, UNKNOWN
 from .errors import ConfigError
 from .reply import check_dict
 
-__all__ = ["CacheStats", "CorruptEntry", "JSONDisk", "ResponseCache", "default_cache_dir"]
+__all__ = ["CacheKey", "CacheStats", "CorruptEntry", "JSONDisk", "ResponseCache", "default_cache_dir"]
 
 log = logging.getLogger(__name__)
 _user_log = logging.getLogger("claude_magic")  # what the person must see: a store that fails
@@ -62,6 +81,37 @@ _MISSING = object()
 # One encoder for every key: json.dumps would build a new one per call (a measurable share of a hit).
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 _T = TypeVar("_T")
+
+
+def _normal_host(host: str) -> str:
+    return host.rstrip("/").lower()  # host names are case-insensitive (RFC 9110 §4.2.3)
+
+
+def _digest(doc: Mapping[str, Any]) -> str:
+    return hashlib.sha256(_CANONICAL.encode(doc).encode("utf-8")).hexdigest()
+
+
+class CacheKey(str):
+    """A response-cache key: the sha256 hex of ``{"host": host, "request": request}``, usable
+    wherever a ``str`` is, that also carries its ``host`` (normalised) and ``request`` digest.
+    ``for_host(h)`` is the key of the same request sent to host ``h``."""
+
+    host: str
+    request: str
+
+    def __new__(cls, host: str, request: str) -> CacheKey:
+        if not isinstance(request, str) or not _HEX64.fullmatch(request):
+            raise ValueError(f"request must be a 64-character sha256 hex string, got {request!r}")
+        host = _normal_host(host)
+        self = super().__new__(cls, _digest({"host": host, "request": request}))
+        self.host, self.request = host, request
+        return self
+
+    def for_host(self, host: str) -> CacheKey:
+        return CacheKey(host, self.request)
+
+    def __getnewargs__(self) -> tuple[str, str]:  # type: ignore[override]  # copy and pickle
+        return self.host, self.request
 
 
 class CorruptEntry(OSError):
@@ -316,12 +366,11 @@ class ResponseCache:
         )
 
     @staticmethod
-    def key(body: Mapping[str, Any], *, host: str, api_version: str) -> str:
-        """sha256 hex of the canonical JSON of the request body (minus ``stream`` and ``metadata``),
-        the API host and the API version. The API key is never part of it."""
+    def key(body: Mapping[str, Any], *, host: str, api_version: str) -> CacheKey:
+        """The key of a request: see the module docstring. ``body`` minus ``stream`` and
+        ``metadata``, the API version and the host (case-insensitive) shape it; the API key never does."""
         shaping = {k: v for k, v in body.items() if k not in _IGNORED_FIELDS}
-        doc = {"body": shaping, "host": host.rstrip("/").lower(), "api_version": api_version}
-        return hashlib.sha256(_CANONICAL.encode(doc).encode("utf-8")).hexdigest()
+        return CacheKey(host, _digest({"body": shaping, "api_version": api_version}))
 
     @property
     def broken(self) -> str | None:
@@ -335,7 +384,7 @@ class ResponseCache:
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The stored reply, or None. Counts a hit (with the tokens and dollars it saved) or a miss."""
-        k = key
+        k = str(key)  # JSONDisk takes exactly str, not a CacheKey
         value = self._responses.run(lambda c: c.get(k, _MISSING), _MISSING)
         if value is not _MISSING and not self._is_reply(k, value):
             value = _MISSING
@@ -362,17 +411,20 @@ class ResponseCache:
         return True
 
     def set(self, key: str, value: Mapping[str, Any]) -> None:
-        """Store a complete reply (``Reply.to_dict()``); it must be JSON-serialisable."""
+        """Store a complete reply (``Reply.to_dict()``); it must be JSON-serialisable. A
+        :class:`CacheKey` also records the reply's origin (host and request digest) for cassettes."""
         if not isinstance(value, Mapping):
             raise TypeError(f"cache values are reply dicts, got {type(value).__name__}")
-        v = dict(value)
-        self._responses.run(lambda c: c.set(key, v), None)
+        k, tag, v = str(key), _origin_tag(key), dict(value)
+        self._responses.run(lambda c: c.set(k, v, tag=tag), None)
 
     def delete(self, key: str) -> None:
-        self._responses.run(lambda c: c.delete(key), None)
+        k = str(key)
+        self._responses.run(lambda c: c.delete(k), None)
 
     def __contains__(self, key: str) -> bool:
-        return self._responses.run(lambda c: key in c, False)
+        k = str(key)
+        return self._responses.run(lambda c: k in c, False)
 
     # --- meta side-table -------------------------------------------------------------------
     def get_meta(self, name: str, default: Any = None) -> Any:
@@ -416,8 +468,8 @@ class ResponseCache:
         return 0
 
     def export(self, path: str | os.PathLike[str]) -> int:
-        """Write every reply to a JSONL cassette, one ``{"key": ..., "value": ...}`` per line, sorted
-        by key with sorted fields, so the same cache always gives the same file; returns how many.
+        """Write every reply to a JSONL cassette (see the module docstring), sorted by key with
+        sorted fields, so the same cache always gives the same file; returns how many.
 
         The file is written beside ``path`` and then moved into place, so a failed export leaves
         an existing file as it was. A path inside the cache directory is refused (ConfigError).
@@ -432,11 +484,15 @@ class ResponseCache:
         except _Unusable as exc:
             raise ConfigError(f"nothing exported: {exc}; {self._responses.fix}") from None
 
-    def import_(self, path: str | os.PathLike[str]) -> int:
+    def import_(self, path: str | os.PathLike[str], host: str | None = None) -> int:
         """Load a JSONL cassette (entries with the same key are replaced); returns how many were read.
-        The whole file is checked before anything is stored; a bad line raises ConfigError naming
-        the file and line."""
-        entries = _read_cassette(Path(path).expanduser())
+
+        Without ``host`` each reply is stored under its key. With ``host`` each is stored under the
+        key of its request sent to that host (see the module docstring); a reply recorded against
+        ``host`` itself wins over one mapped from elsewhere. The whole file is checked before
+        anything is stored; a bad line raises ConfigError naming the file and line.
+        """
+        entries = _read_cassette(Path(path).expanduser(), host)
         try:
             self._responses.call(lambda c: _store_all(c, entries))
         except _Unusable as exc:
@@ -467,17 +523,42 @@ class ResponseCache:
 
 # --- cassettes ------------------------------------------------------------------------------------------
 
+class _Entry(NamedTuple):
+    key: str
+    origin: dict[str, str]  # {"host": ..., "request": ...} or {} when unknown
+    value: dict[str, Any]
+
+
+def _origin_tag(key: str) -> str | None:
+    if not isinstance(key, CacheKey):
+        return None
+    return _CANONICAL.encode({"host": key.host, "request": key.request})
+
+
+def _origin(key: str, tag: Any) -> dict[str, str]:
+    """The origin a tag records, if it is well formed and matches the key (else unknown: {})."""
+    try:
+        doc = json.loads(tag) if isinstance(tag, str) else None
+        if isinstance(doc, dict) and isinstance(doc.get("host"), str):
+            origin = CacheKey(doc["host"], doc.get("request", ""))  # ValueError unless a sha256 hex
+            if origin == key:
+                return {"host": origin.host, "request": origin.request}
+    except ValueError:
+        pass
+    return {}
+
+
 def _write_cassette(out: IO[str], cache: diskcache.Cache) -> int:
     count = 0
     for key in cache.iterkeys():  # diskcache yields keys in sorted order
         if type(key) is not str:
             continue
-        value = cache.get(key, _MISSING)
+        value, tag = cache.get(key, _MISSING, tag=True)
         try:
             check_dict(value)  # import would refuse it
         except ValueError:
             continue
-        item = {"key": key, "value": value}
+        item = {"key": key, **_origin(key, tag), "value": value}
         out.write(json.dumps(item, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n")
         count += 1
     return count
@@ -502,23 +583,36 @@ def _write_replacing(target: Path, write: Callable[[IO[str]], int]) -> int:
     return count
 
 
-def _store_all(cache: diskcache.Cache, entries: Iterable[tuple[str, dict[str, Any]]]) -> None:
+def _store_all(cache: diskcache.Cache, entries: Iterable[_Entry]) -> None:
     with cache.transact():
-        for key, value in entries:
-            cache.set(key, value)
+        for entry in entries:
+            tag = _CANONICAL.encode(entry.origin) if entry.origin else None
+            cache.set(entry.key, entry.value, tag=tag)
 
 
-def _read_cassette(path: Path) -> list[tuple[str, dict[str, Any]]]:
+def _read_cassette(path: Path, host: str | None) -> list[_Entry]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read cassette {path}: {_one_line(exc)}") from exc
-    return [_parse_cassette_line(line, f"{path}:{lineno}")
-            for lineno, line in enumerate(lines, 1) if line.strip()]
+    entries = [_parse_cassette_line(line, f"{path}:{lineno}", host)
+               for lineno, line in enumerate(lines, 1) if line.strip()]
+    return entries if host is None else _map_to_host(entries, host)
 
 
-def _parse_cassette_line(line: str, where: str) -> tuple[str, dict[str, Any]]:
-    expected = 'expected {"key": "<64 hex chars>", "value": {...}}'
+def _map_to_host(entries: list[_Entry], host: str) -> list[_Entry]:
+    """Each entry under the key of its request sent to ``host``. Entries recorded against
+    ``host`` itself come last, so where two answer one request, the host's own answer is kept."""
+    native = _normal_host(host)
+    mapped = []
+    for entry in sorted(entries, key=lambda e: e.origin["host"] == native):  # a stable sort
+        key = CacheKey(host, entry.origin["request"])
+        mapped.append(_Entry(str(key), {"host": key.host, "request": key.request}, entry.value))
+    return mapped
+
+
+def _parse_cassette_line(line: str, where: str, host: str | None) -> _Entry:
+    expected = 'expected {"key": "<64 hex chars>", "host": ..., "request": ..., "value": {...}}'
     try:
         item = json.loads(line)
     except ValueError as exc:
@@ -534,4 +628,23 @@ def _parse_cassette_line(line: str, where: str) -> tuple[str, dict[str, Any]]:
         check_dict(value)
     except ValueError as exc:
         raise ConfigError(f"{where}: value is not a reply: {exc}") from None
-    return key, value
+    origin = _parse_origin(item, key, where)
+    if host is not None and not origin:
+        raise ConfigError(f"{where}: no request digest, so it cannot be mapped to host {host}: the "
+                          "cassette predates host mapping; re-export it with this version, or import it "
+                          "without a host")
+    return _Entry(key, origin, value)
+
+
+def _parse_origin(item: dict[str, Any], key: str, where: str) -> dict[str, str]:
+    request, host = item.get("request"), item.get("host")
+    if request is None and host is None:
+        return {}
+    if not isinstance(request, str) or not _HEX64.fullmatch(request):
+        raise ConfigError(f"{where}: request {request!r} is not a 64-character sha256 hex string")
+    if not isinstance(host, str):
+        raise ConfigError(f"{where}: host {host!r} is not a string (it goes with request)")
+    if CacheKey(host, request) != key:
+        raise ConfigError(f"{where}: key does not match host {host!r} and its request digest "
+                          "(edited by hand?); re-export the cassette")
+    return {"host": host, "request": request}

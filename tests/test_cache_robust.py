@@ -4,9 +4,12 @@ carried from one API host to another. Real diskcache stores in tmp_path througho
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import logging
 import os
+import pickle
 import re
 import sys
 from pathlib import Path
@@ -14,11 +17,13 @@ from typing import Any
 
 import diskcache
 import pytest
-from test_cache import BODY, key_of, make_reply
+from test_cache import BODY, HOST, VERSION, key_of, make_reply
 
-from claude_magic.cache import JSONDisk, ResponseCache
+from claude_magic.cache import CacheKey, JSONDisk, ResponseCache
 from claude_magic.errors import ConfigError
 from claude_magic.reply import Reply, Usage, check_dict
+
+EMULATOR = "127.0.0.1:8765"
 
 
 def _records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -303,3 +308,123 @@ def test_export_and_import_expand_the_home_directory(tmp_path: Path, monkeypatch
     with ResponseCache(tmp_path / "b") as b:
         assert b.import_("~/tape.jsonl") == 2
         assert all(k in b for k in keys)
+
+
+# --- keys and hosts ---------------------------------------------------------------------------------------
+
+def _sha(doc: Any) -> str:
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def test_a_key_is_the_host_over_the_request_digest() -> None:
+    key = key_of({**BODY, "stream": True}, host="API.Anthropic.com/")
+    request = _sha({"body": BODY, "api_version": VERSION})
+    assert isinstance(key, CacheKey) and isinstance(key, str)
+    assert (key.host, key.request) == (HOST, request)
+    assert key == _sha({"host": HOST, "request": request})
+    assert key.for_host(EMULATOR) == key_of(BODY, host=EMULATOR) == CacheKey(EMULATOR, request)
+    assert type(str(key)) is str and str(key) == key
+
+
+def test_a_cache_key_survives_copy_and_pickle() -> None:
+    key = key_of(BODY)
+    for clone in (copy.copy(key), copy.deepcopy(key), pickle.loads(pickle.dumps(key))):
+        assert clone == key and (clone.host, clone.request) == (key.host, key.request)
+
+
+def test_a_cache_key_needs_a_request_digest() -> None:
+    with pytest.raises(ValueError, match="64-character sha256"):
+        CacheKey(HOST, "a" * 64 + "\n")
+
+
+def test_export_writes_the_origin_of_entries_stored_under_a_cache_key(tmp_path: Path) -> None:
+    key = key_of(BODY)
+    with ResponseCache(tmp_path / "c") as cache:
+        cache.set(key, make_reply("keyed"))
+        cache.set("0" * 64, make_reply("plain"))
+        assert cache.get(key)["text"] == "keyed"  # type: ignore[index]
+        assert cache.export(tmp_path / "out.jsonl") == 2
+    plain, keyed = (json.loads(line) for line in (tmp_path / "out.jsonl").read_text("utf-8").splitlines())
+    assert plain == {"key": "0" * 64, "value": make_reply("plain")}
+    assert keyed == {"key": key, "host": HOST, "request": key.request, "value": make_reply("keyed")}
+
+
+def test_a_cassette_recorded_against_the_emulator_replays_for_the_real_host(tmp_path: Path) -> None:
+    recorded = key_of(BODY, host=EMULATOR)
+    other = key_of({**BODY, "max_tokens": 7}, host=EMULATOR)
+    with ResponseCache(tmp_path / "emu") as emu:
+        emu.set(recorded, make_reply("from the emulator"))
+        emu.set(other, make_reply("another"))
+        emu.export(tmp_path / "tape.jsonl")
+    real = key_of(BODY)
+    with ResponseCache(tmp_path / "ci") as ci:
+        assert ci.import_(tmp_path / "tape.jsonl") == 2
+        assert ci.get(real) is None  # by default an emulator's answer never serves the real host
+        assert ci.get(recorded)["text"] == "from the emulator"  # type: ignore[index]
+    with ResponseCache(tmp_path / "ci2") as ci2:
+        assert ci2.import_(tmp_path / "tape.jsonl", host=HOST) == 2
+        assert ci2.get(real)["text"] == "from the emulator"  # type: ignore[index]
+        assert ci2.get(recorded) is None
+        ci2.export(tmp_path / "mapped.jsonl")
+    hosts = {json.loads(line)["host"] for line in (tmp_path / "mapped.jsonl").read_text("utf-8").splitlines()}
+    assert hosts == {HOST}  # the mapped entries now say where they answer
+
+
+@pytest.mark.parametrize("order", ["as exported", "reversed"])
+def test_mapping_prefers_an_answer_recorded_against_that_host(tmp_path: Path, order: str) -> None:
+    with ResponseCache(tmp_path / "a") as a:
+        a.set(key_of(BODY, host=EMULATOR), make_reply("fake"))
+        a.set(key_of(BODY), make_reply("real"))
+        a.export(tmp_path / "tape.jsonl")
+    if order == "reversed":
+        lines = (tmp_path / "tape.jsonl").read_text("utf-8").splitlines(keepends=True)
+        (tmp_path / "tape.jsonl").write_text("".join(reversed(lines)), "utf-8")
+    with ResponseCache(tmp_path / "b") as b:
+        assert b.import_(tmp_path / "tape.jsonl", host=HOST) == 2
+        assert b.get(key_of(BODY))["text"] == "real"  # type: ignore[index]
+        assert b.stats.entries == 1
+
+
+def test_export_import_export_keeps_the_origins(tmp_path: Path) -> None:
+    with ResponseCache(tmp_path / "a") as a:
+        a.set(key_of(BODY, host=EMULATOR), make_reply("one"))
+        a.set("1" * 64, make_reply("two"))
+        a.export(tmp_path / "one.jsonl")
+    with ResponseCache(tmp_path / "b") as b:
+        b.import_(tmp_path / "one.jsonl")
+        b.export(tmp_path / "two.jsonl")
+    assert (tmp_path / "one.jsonl").read_bytes() == (tmp_path / "two.jsonl").read_bytes()
+
+
+def test_mapping_a_cassette_without_request_digests_is_refused(tmp_path: Path) -> None:
+    path = _cassette(tmp_path, [
+        {"key": key_of(BODY, host=EMULATOR), "host": EMULATOR, "request": key_of(BODY).request,
+         "value": make_reply()},
+        {"key": "a" * 64, "value": make_reply()},
+    ])
+    with ResponseCache(tmp_path / "c") as cache:
+        with pytest.raises(ConfigError) as info:
+            cache.import_(path, host=HOST)
+        message = str(info.value)
+        assert message.startswith(f"{path}:2: ") and "predates host mapping" in message
+        assert "re-export" in message and "\n" not in message
+        assert cache.stats.entries == 0  # nothing stored from a refused file
+        assert cache.import_(path) == 2  # without a host, it loads as before
+
+
+@pytest.mark.parametrize(
+    ("change", "complaint"),
+    [({"host": "evil.example"}, "key does not match host"),
+     ({"request": "xyz"}, "request 'xyz' is not a 64-character"),
+     ({"host": 5}, "host 5 is not a string"),
+     ({"request": None}, "request None is not a 64-character")],
+)
+def test_import_refuses_an_origin_that_does_not_match_its_key(tmp_path: Path, change: dict[str, Any],
+                                                             complaint: str) -> None:
+    key = key_of(BODY, host=EMULATOR)
+    path = _cassette(tmp_path, [{"key": key, "host": EMULATOR, "request": key.request, "value": make_reply(),
+                                 **change}])
+    with ResponseCache(tmp_path / "c") as cache:
+        with pytest.raises(ConfigError, match=f"^{path}:1: {complaint}"):
+            cache.import_(path)
