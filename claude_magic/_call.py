@@ -6,7 +6,8 @@ receiving content* — retry sleeps, ``retry-after`` pauses, connecting, waiting
 silent or ping-only stretches, attempts that failed — and at most ``read_timeout(max_tokens)``
 seconds receiving it, so that a legitimate long answer is never cut while a server that answers
 and then only pings (or says nothing) cannot hold a call for longer than its budget. Between two
-pieces of content, up to ``GRACE`` seconds count as producing; a longer gap counts as idle beyond it.
+pieces of content, up to ``GRACE`` seconds (at most the stream's idle timeout) count as producing;
+a longer gap counts as idle beyond it.
 The first attempt may always wait ``first_wait`` seconds for its first content, whatever is left of
 ``max_wait`` (so ``max_wait=0`` means "no retries", not "no answer").
 """
@@ -100,7 +101,8 @@ class Call:
     """The state of one ``complete`` across its attempts."""
 
     def __init__(self, body: dict[str, Any], emit: Callable[[str], Any] | None, *, max_wait: float,
-                 on_sent: Callable[[float], Any] | None = None, first_wait: float = 90.0) -> None:
+                 on_sent: Callable[[float], Any] | None = None, first_wait: float = 90.0,
+                 grace: float = GRACE) -> None:
         self.body = body  # as asked; attempts send ``sending`` (the resumed body after a break)
         self.sending = body
         self.emit = emit
@@ -120,6 +122,7 @@ class Call:
         # the clocks (module docstring)
         self.max_wait = max_wait
         self.first_wait = first_wait
+        self.grace = grace
         self.attempts = 0
         self.attempt_start = time.monotonic()
         self.content_budget = read_timeout(int(body.get("max_tokens") or 0))
@@ -213,8 +216,8 @@ class Call:
     def _settle(self, now: float) -> None:
         gap = max(0.0, now - self.mark)
         if self.attempt_content:
-            self.producing += min(gap, GRACE)
-            self.idle += max(0.0, gap - GRACE)
+            self.producing += min(gap, self.grace)
+            self.idle += max(0.0, gap - self.grace)
         else:
             self.idle += gap
         self.mark = now
@@ -226,7 +229,7 @@ class Call:
         if not self.attempt_content:
             floor = self.attempt_start + self.first_wait if self.attempts == 1 else 0.0
             return max(self.mark + self.idle_left, floor)
-        return min(self.mark + GRACE + self.idle_left, self.mark + self.content_budget - self.producing)
+        return min(self.mark + self.grace + self.idle_left, self.mark + self.content_budget - self.producing)
 
     def expired_reason(self, base_url: str) -> str:
         """Why the deadline passed, in words, for the one-line error."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import itertools
 import json
 import logging
@@ -29,7 +30,7 @@ import httpx
 from httpx_sse import EventSource
 
 from . import _http, _httpcore_fix, _secrets, _wire
-from ._call import CONTINUE_PROMPT, MAX_RESUMES, READ_TIMEOUT_BASE, Call, Seam, Thought, read_timeout
+from ._call import CONTINUE_PROMPT, GRACE, MAX_RESUMES, READ_TIMEOUT_BASE, Call, Seam, Thought, read_timeout
 from .cache import ResponseCache
 from .errors import (
     APIConnectionError,
@@ -52,6 +53,7 @@ T = TypeVar("T")
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 CONNECT_TIMEOUT = 5.0
+DEFAULT_MAX_WAIT = 600.0
 # Streaming: the longest silence between two events (the API pings while it thinks).
 STREAM_IDLE_TIMEOUT = 90.0
 WAIT_SLICE = 0.1  # s: a blocked caller wakes this often, so any KeyboardInterrupt is seen at once
@@ -153,7 +155,7 @@ class Client:
         model: str | None = None,
         max_tokens: int = 1024,
         api_version: str | None = None,
-        max_wait: float = 600.0,
+        max_wait: float | None = None,
         cache: ResponseCache | bool | None = None,
         offline: bool | None = None,
         extra_headers: dict[str, str] | None = None,
@@ -174,11 +176,12 @@ class Client:
             raise ConfigError(
                 f"api_version must be one of {', '.join(_wire.API_VERSIONS)}, got {self.api_version!r}"
             )
+        if max_wait is None:
+            max_wait = retry_policy.max_wait if retry_policy is not None else DEFAULT_MAX_WAIT
         if isinstance(max_wait, bool) or not isinstance(max_wait, (int, float)) or not max_wait >= 0:
             raise ConfigError(f"max_wait must be a number of seconds >= 0, got {max_wait!r}")
-        self.retry_policy = retry_policy or RetryPolicy(max_wait=max_wait)
-        if retry_policy is None:
-            self.retry_policy.max_wait = max_wait
+        # a copy: a policy shared between clients must not take one client's max_wait
+        self.retry_policy = dataclasses.replace(retry_policy or RetryPolicy(), max_wait=float(max_wait))
         self.offline = _env_flag("CLAUDE_MAGIC_OFFLINE") if offline is None else offline
         self.extra_headers = dict(extra_headers or {})
         self.stream_idle_timeout = stream_idle_timeout
@@ -468,7 +471,7 @@ class Client:
         on_sent: Callable[[float], Any] | None = None,
     ) -> Reply:
         call = Call(prep.body, emit, max_wait=self.retry_policy.max_wait, on_sent=on_sent,
-                    first_wait=self.stream_idle_timeout)
+                    first_wait=self.stream_idle_timeout, grace=min(GRACE, self.stream_idle_timeout))
         if prep.stream:
             message = await self._retrying(
                 call,

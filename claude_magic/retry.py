@@ -80,7 +80,7 @@ class RetryPolicy:
 
     def backoff(self, attempt: int) -> float:
         """Full jitter: uniform between 0 and the exponential ceiling for this attempt."""
-        ceiling = min(self.max_backoff, self.initial * 2**attempt)
+        ceiling = min(self.max_backoff, self.initial * 2 ** min(attempt, 60))  # 2**1024 overflows
         return float(self.rng.uniform(0, ceiling))
 
     def delay(self, attempt: int, headers: Mapping[str, str] | None = None) -> float:
