@@ -14,6 +14,18 @@ The rules, chosen so that prompts full of code, JSON and LaTeX survive untouched
 - Everything else — any brace that does not enclose exactly one such expression —
   is left alone, including ``{{`` and ``}}`` around anything else.
 
+What is left as written is never left silently: :func:`render` lists every ``{…}`` that looks
+like a placeholder it could not fill (an undefined name, call syntax such as
+``{df.describe()}``, a format spec such as ``{x:.2f}``), so the caller can warn in one line —
+an answer built on a literal ``{df.describe()}`` looks normal, which is the danger.
+
+Values become text with ``str()``, except tables: a pandas DataFrame or Series (or a polars
+DataFrame) is sent whole as CSV up to :data:`TABLE_LIMIT` characters; beyond that the first rows
+that fit are sent and a note says what was cut (pandas' own ``str()`` shows 10 of 240 rows).
+A value that contains a secret (the configured API key: ``{os.environ}``) is refused, naming
+the placeholder. A ``:kind`` suffix (``{photo:image}``, ``{report:pdf}``) is reserved for
+content blocks.
+
 A defined name whose attribute, index or key fails raises ``InterpolationError``:
 the user clearly meant that variable, and silently sending the literal text would
 hide the mistake. Private attributes (leading ``_``) are refused for the same
@@ -24,12 +36,17 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["InterpolationError", "interpolate", "placeholders"]
+__all__ = ["TABLE_LIMIT", "InterpolationError", "Rendered", "interpolate", "placeholders", "render"]
+
+TABLE_LIMIT = 100_000  # characters of CSV a table placeholder sends at most
+_TABLE_ROWS = 5_000  # rows rendered at first (a bigger table is cut anyway)
+BLOCK_KINDS = ("image", "pdf", "document", "file")
 
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 _INDEX = r"""\[\s*(?:-?\d+|'[^'\\\n\]]*'|"[^"\\\n\]]*")\s*\]"""
@@ -42,6 +59,30 @@ _STEP = re.compile(rf"\.(?P<attr>{_IDENT})|\[\s*(?P<index>[^\]]*?)\s*\]")
 _LATEX = re.compile(r"\\[A-Za-z]+\*?(?:\s*\[[^\]\n]*\])?(?:\s*\{[^{}\n]*\})+|[\^_]\{[^{}\n]*\}")
 
 _MISSING = object()
+# Braces that look like a placeholder the grammar cannot fill: a name or dotted path followed by a
+# call, an operator-free index or a format spec. JSON ({"a": 1}), sets ({1, 2}), dict displays
+# ({k: v}) and code blocks with spaces do not match.
+_LOOKS_LIKE = re.compile(
+    rf"(?<!{{){{(?!{{)(?P<expr>{_IDENT}(?:\.{_IDENT}|\[[^\[\]{{}}\n]*\]|\([^(){{}}\n]*\))*"
+    rf"(?::[A-Za-z0-9_.<>^=+\-,%#]*)?)}}(?!}})")
+_KIND = re.compile(rf"^(?P<expr>{_EXPR}):(?P<kind>{_IDENT})$")
+
+
+@dataclass
+class Rendered:
+    """A prompt after interpolation: ``text``, the ``{…}`` left as written that look like
+    placeholders (``unresolved``, each with why), and ``notes`` (what was cut from a table)."""
+
+    text: str
+    unresolved: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def warning(self) -> str | None:
+        """One line naming every unresolved placeholder and the fix, or None."""
+        if not self.unresolved:
+            return None
+        return ("left as written, not filled: " + ", ".join(self.unresolved)
+                + " (assign the value to a variable and use {name}; write {{...}} to send braces literally)")
 
 
 class InterpolationError(ConfigError):
@@ -56,9 +97,18 @@ def placeholders(text: str) -> list[str]:
 
 def interpolate(text: str, namespace: Mapping[str, Any]) -> str:
     """Replace ``{expr}`` placeholders in ``text`` with values from ``namespace`` (see module doc)."""
+    return render(text, namespace).text
+
+
+def render(text: str, namespace: Mapping[str, Any], *, secrets: Iterable[str] = ()) -> Rendered:
+    """``text`` with its placeholders filled (see the module doc), what was left and what was cut.
+    Raises InterpolationError for a value holding one of ``secrets``, a reserved ``:kind``, or a
+    defined name whose attribute, index or ``str()`` fails."""
     if "{" not in text:
-        return text
+        return Rendered(text)
     protected = _protected_spans(text)
+    secrets = [s for s in secrets if s]
+    out = Rendered("")
 
     def substitute(m: re.Match[str]) -> str:
         if _inside(m, protected):
@@ -66,9 +116,71 @@ def interpolate(text: str, namespace: Mapping[str, Any]) -> str:
         if m["escaped"] is not None:
             return "{" + m["escaped"] + "}"
         value = _resolve(m["expr"], namespace)
-        return m[0] if value is _MISSING else str(value)
+        if value is _MISSING:
+            out.unresolved.append(f"{m[0]} (not defined)")
+            return m[0]
+        return _text_of(m["expr"], value, secrets, out.notes)
 
-    return _PLACEHOLDER.sub(substitute, text)
+    out.text = _PLACEHOLDER.sub(substitute, text)
+    filled = {m.span() for m in _PLACEHOLDER.finditer(text)}
+    for m in _LOOKS_LIKE.finditer(text):
+        if m.span() in filled or _inside(m, protected):
+            continue
+        kind = _KIND.match(m["expr"])
+        if kind and kind["kind"] in BLOCK_KINDS:
+            raise InterpolationError(
+                f"cannot interpolate {m[0]}: images, PDFs and files in prompts are not supported yet; "
+                f"drop :{kind['kind']} to send the value as text")
+        why = "a call: nothing is evaluated" if "(" in m["expr"] else (
+            "a format spec" if ":" in m["expr"] else "not defined")
+        out.unresolved.append(f"{m[0]} ({why})")
+    return out
+
+
+def _text_of(expr: str, value: Any, secrets: list[str], notes: list[str]) -> str:
+    try:
+        text = _table(expr, value, notes)
+        if text is None:
+            text = str(value)
+    except Exception as exc:
+        raise _failed(expr, exc, "str()") from None
+    if not isinstance(text, str):
+        raise InterpolationError(f"cannot interpolate {{{expr}}}: str() gave a {type(text).__name__}")
+    for secret in secrets:
+        if secret in text:
+            raise InterpolationError(
+                f"{{{expr}}} holds the API key: it was not sent (a prompt never includes the key; "
+                "interpolate only the value you mean)")
+    return text
+
+
+def _table(expr: str, value: Any, notes: list[str]) -> str | None:
+    """CSV of a pandas DataFrame/Series or a polars DataFrame, cut at TABLE_LIMIT; None otherwise."""
+    module = type(value).__module__.split(".")[0]
+    if module == "pandas" and hasattr(value, "to_csv"):
+        import pandas as pd
+
+        index = value.index  # the default 0..n-1 index says nothing; any other index is data
+        keep_index = not (isinstance(index, pd.RangeIndex) and index.name is None and index.start == 0
+                          and index.step == 1)
+
+        def csv(n: int) -> str:
+            return str(value.head(n).to_csv(index=keep_index))
+    elif module == "polars" and hasattr(value, "write_csv"):
+        def csv(n: int) -> str:
+            return str(value.head(n).write_csv())
+    else:
+        return None
+    total = len(value)
+    n = min(total, _TABLE_ROWS)
+    text = csv(n)
+    while len(text) > TABLE_LIMIT and n > 1:
+        n = max(1, int(n * TABLE_LIMIT / len(text) * 0.95))
+        text = csv(n)
+    if n < total:
+        notes.append(f"{{{expr}}}: sent the first {n:,} of {total:,} rows as CSV ({TABLE_LIMIT:,}-character "
+                     "limit); slice or summarise the table to send what matters")
+    return text
 
 
 def _protected_spans(text: str) -> list[tuple[int, int]]:
@@ -112,10 +224,15 @@ def _step(value: Any, step: re.Match[str], expr: str) -> Any:
         raise _failed(expr, exc) from exc
 
 
-def _failed(expr: str, exc: Exception) -> InterpolationError:
-    reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+def _failed(expr: str, exc: Exception, step: str = "") -> InterpolationError:
+    try:
+        detail = str(exc)
+    except Exception:
+        detail = ""
+    reason = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
     reason = " ".join(reason.split())
+    if len(reason) > 200:
+        reason = reason[:200] + "…"
+    where = f" ({step} failed: {reason})" if step else f" ({reason})"
     return InterpolationError(
-        f"cannot interpolate {{{expr}}} ({reason}); write {{{{{expr}}}}} for a literal "
-        "or use %%claude --no-interpolate"
-    )
+        f"cannot interpolate {{{expr}}}{where}; write {{{{{expr}}}}} for a literal brace")

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from claude_magic.errors import ConfigError
-from claude_magic.interpolate import InterpolationError, interpolate, placeholders
+from claude_magic.interpolate import TABLE_LIMIT, InterpolationError, interpolate, placeholders, render
 
 NS = {
     "name": "Ada",
@@ -77,7 +77,8 @@ def test_bad_attribute_of_a_defined_name_is_an_error_naming_the_fix() -> None:
     with pytest.raises(InterpolationError) as info:
         interpolate("{obj.nope}", NS)
     message = str(info.value)
-    assert "{obj.nope}" in message and "{{obj.nope}}" in message and "--no-interpolate" in message
+    assert "{obj.nope}" in message and "{{obj.nope}}" in message
+    assert "--no-interpolate" not in message  # a %%claude option: the magic says it, not batch templates
     assert "\n" not in message
     assert isinstance(info.value, ConfigError)
 
@@ -131,3 +132,68 @@ def test_brace_soup_with_undefined_names_is_unchanged(text: str) -> None:
 @given(st.text(alphabet=st.characters(blacklist_characters="{}")))
 def test_values_are_inserted_verbatim(value: str) -> None:
     assert interpolate("<{v}>", {"v": value}) == f"<{value}>"
+
+
+# -- nothing is left as written silently; tables whole; secrets refused ---------------------------------
+
+
+@pytest.mark.parametrize(("text", "left"), [
+    ("Summarise {df.describe()} now", "{df.describe()} (a call: nothing is evaluated)"),
+    ("{len(rows)} items", "{len(rows)} (a call: nothing is evaluated)"),
+    ("{unknown_name}", "{unknown_name} (not defined)"),
+    ("{also.unknown}", "{also.unknown} (not defined)"),
+    ("{n:.2f}", "{n:.2f} (a format spec)"),
+])
+def test_what_looks_like_a_placeholder_but_is_left_is_listed(text: str, left: str) -> None:
+    out = render(text, NS)
+    assert out.text == text and out.unresolved == [left]
+    warning = out.warning()
+    assert warning is not None and left in warning and "\n" not in warning and "{{...}}" in warning
+
+
+@pytest.mark.parametrize("text", ['{"a": {1: 2}}', "def f(x): return {k: v for k, v in x.items()}",
+                                  "set() == {1, 2}", r"\frac{a}{b} x^{n}", "{{name}}", "{ name }", "{}",
+                                  "Hello {name}"])
+def test_code_json_latex_and_filled_placeholders_are_not_listed(text: str) -> None:
+    assert render(text, NS).unresolved == []
+
+
+def test_a_reserved_kind_is_refused_in_one_line() -> None:
+    with pytest.raises(InterpolationError, match=r"\{photo:image\}.*not supported yet"):
+        render("What is in {photo:image}?", {"photo": "x.png"})
+
+
+def test_a_value_holding_the_key_is_refused_and_named() -> None:
+    key = "sk-ant-api03-secret-value-123456"
+    env = {"ANTHROPIC_API_KEY": key, "HOME": "/root"}
+    for text in ("{env}", "{env['ANTHROPIC_API_KEY']}"):
+        with pytest.raises(InterpolationError) as info:
+            render(text, {"env": env}, secrets=[key])
+        assert key not in str(info.value) and "holds the API key" in str(info.value)
+    assert render("{env['HOME']}", {"env": env}, secrets=[key]).text == "/root"
+
+
+def test_a_str_that_raises_is_one_line() -> None:
+    class Bad:
+        def __str__(self) -> str:
+            raise RuntimeError("no\ntext\nfor you")
+
+    with pytest.raises(InterpolationError) as info:
+        interpolate("{bad}", {"bad": Bad()})
+    assert "{bad}" in str(info.value) and "str() failed: RuntimeError: no text for you" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_a_dataframe_is_sent_whole_as_csv_and_a_cut_is_noted() -> None:
+    pd = pytest.importorskip("pandas")
+    small = pd.DataFrame({"city": [f"c{i}" for i in range(240)], "mm": range(240)})
+    out = render("{small}", {"small": small})
+    assert out.text == small.to_csv(index=False) and out.text.count("\n") == 241 and out.notes == []
+    big = pd.DataFrame({"text": ["x" * 500] * 1000}, index=pd.Index(range(1000), name="id"))
+    out = render("{big}", {"big": big})
+    assert len(out.text) <= TABLE_LIMIT and out.text.startswith("id,text\n0,")
+    kept = out.text.count("\n") - 1
+    assert 0 < kept < 1000 and out.notes == [
+        f"{{big}}: sent the first {kept:,} of 1,000 rows as CSV ({TABLE_LIMIT:,}-character limit); "
+        "slice or summarise the table to send what matters"]
+    assert render("{s}", {"s": small.mm}).text == small.mm.to_csv(index=False)
