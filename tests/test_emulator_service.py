@@ -210,3 +210,52 @@ def test_after_a_bad_json_body_the_connection_serves_the_next_request(emu):
         sock.sendall(with_length(b"{") + with_length(json.dumps(BODY).encode()))
         answers = _read_until(sock, b'"type":"message"')
     assert answers.startswith(b"HTTP/1.1 400 ") and b"HTTP/1.1 200 " in answers
+
+
+# -- content blocks -----------------------------------------------------------------------------------
+
+
+def with_content(*blocks: dict, **extra) -> dict:
+    return {**BODY, "messages": [{"role": "user", "content": list(blocks)}], **extra}
+
+
+IMAGE_SOURCE = {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (with_content({"type": "text", "text": 5}),
+         "messages.0.content.0.text: Input should be a valid string, got 5"),
+        (with_content({"type": "text"}), "messages.0.content.0.text: Field required"),
+        (with_content({"type": "text", "text": "a"}, {"type": "text", "text": ""}),
+         "messages.0.content.1.text: text content blocks must be non-empty"),
+        (with_content({"type": "image"}, {"type": "text", "text": "What is it?"}),
+         "messages.0.content.0.source: Field required"),
+        (with_content({"type": "document", "source": "a.pdf"}, {"type": "text", "text": "Sum up"}),
+         "messages.0.content.0.source: Input should be a valid dictionary, got 'a.pdf'"),
+        (with_content({"type": "text", "text": "x"}, system=[{"type": "text", "text": ["a"]}]),
+         "system.0.text: Input should be a valid string, got ['a']"),
+        (with_content({"type": "text", "text": "x"}, system=[{"type": "text", "text": ""}]),
+         "system.0.text: text content blocks must be non-empty"),
+    ],
+    ids=["text not a string", "text missing", "empty text", "image without source",
+         "document source a string", "system text not a string", "system text empty"],
+)
+def test_a_malformed_content_block_is_a_400_naming_where_it_is(emu, body, message):
+    raw = json.dumps(body).encode()
+    for path in (b"/v1/messages", b"/v1/messages/count_tokens"):
+        status, headers, payload = exchange(
+            emu, b"POST %s HTTP/1.1\r\n%scontent-length: %d\r\n\r\n%s" % (path, HEADERS, len(raw), raw))
+        assert api_error(status, headers, payload, 400, "invalid_request_error") == message
+
+
+def test_well_formed_text_image_and_document_blocks_are_accepted(emu):
+    body = with_content(
+        {"type": "image", "source": IMAGE_SOURCE},
+        {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "notes"}},
+        {"type": "text", "text": "Describe both"},
+        system=[{"type": "text", "text": "Be brief"}],
+    )
+    status, _, payload = exchange(emu, with_length(json.dumps(body).encode()))
+    assert status == 200, payload

@@ -78,8 +78,32 @@ def _check_message(i: int, message: Any, version: str, *, final: bool) -> None:
     for j, block in enumerate(content):
         if not isinstance(block, dict) or not isinstance(block.get("type"), str):
             raise invalid(f"messages.{i}.content.{j}: each content block needs a 'type'")
+        _check_block(f"messages.{i}.content.{j}", block)
         if version == NEW_VERSION:
             _check_block_2026(i, j, role, block)
+
+
+def _check_block(where: str, block: dict) -> None:
+    """The fields the emulator reads from the block types it knows; other types pass as they are."""
+    kind = block["type"]
+    if kind == "text":
+        _check_text(where, block)
+    elif kind in ("image", "document"):
+        source = block.get("source")
+        if source is None:
+            raise invalid(f"{where}.source: Field required")
+        if not isinstance(source, dict):
+            raise invalid(f"{where}.source: Input should be a valid dictionary, got {source!r:.40}")
+
+
+def _check_text(where: str, block: dict) -> None:
+    text = block.get("text")
+    if text is None:
+        raise invalid(f"{where}.text: Field required")
+    if not isinstance(text, str):
+        raise invalid(f"{where}.text: Input should be a valid string, got {text!r:.40}")
+    if not text:
+        raise invalid(f"{where}.text: text content blocks must be non-empty")
 
 
 def _check_block_2026(i: int, j: int, role: str, block: dict) -> None:
@@ -97,6 +121,8 @@ def _check_system(system: Any) -> None:
     if not isinstance(system, list) or not all(isinstance(b, dict) and b.get("type") == "text"
                                                for b in system):
         raise invalid("system: Input should be a valid string or a list of text blocks")
+    for j, block in enumerate(system):
+        _check_text(f"system.{j}", block)
 
 
 def check_max_tokens(body: dict, spec: ModelSpec) -> None:
