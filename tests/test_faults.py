@@ -7,9 +7,13 @@ or in the expected one-line error after exactly the expected attempts.
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 
 from claude_magic.client import CONTINUE_PROMPT, Client
@@ -170,18 +174,36 @@ def test_prompt_cache_marks_are_reported_and_priced(client, claude_emulator) -> 
     assert again.cost < first.cost  # reads are billed at a fraction of writes
 
 
-def test_count_tokens_and_batches_round_trip(client, claude_emulator) -> None:
+class BatchClock:
+    """The emulator's batch clock, moved by the test: a batch ends when the test says, not when
+    a real interval has passed (which a loaded machine can spend in one request)."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def time(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def batch_clock(monkeypatch: pytest.MonkeyPatch) -> BatchClock:
+    from claude_magic.emulator import batches
+
+    clock = BatchClock()
+    monkeypatch.setattr(batches, "time", clock)
+    return clock
+
+
+def test_count_tokens_and_batches_round_trip(client, claude_emulator, batch_clock) -> None:
     n = client.count_tokens(PROMPT)
     assert n == client.complete(PROMPT, cache=False).usage.input_tokens
     body = client.build_body(PROMPT, max_tokens=50)
     batch = client.create_batch([{"custom_id": "a-1", "params": body}])
     assert batch["processing_status"] == "in_progress"
-    import time
-
-    deadline = time.monotonic() + 10
-    while (batch := client.retrieve_batch(batch["id"]))["processing_status"] != "ended":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    assert client.retrieve_batch(batch["id"])["processing_status"] == "in_progress"
+    batch_clock.now += claude_emulator.knobs["batch_duration"]
+    batch = client.retrieve_batch(batch["id"])
+    assert batch["processing_status"] == "ended"
     (line,) = client.batch_results(batch)
     assert line["custom_id"] == "a-1" and line["result"]["type"] == "succeeded"
 
@@ -200,20 +222,93 @@ def test_on_sent_reports_when_each_attempt_left(client, claude_emulator, stream)
     assert len(times) == 2 and before < times[0] < times[1] < after
 
 
-def test_close_after_an_interrupted_stream_leaves_nothing_pending(client, claude_emulator) -> None:
+class _HeldAfterFirstText(httpx.AsyncByteStream):
+    """A reply's bytes up to the end of its first text delta event, then nothing, for ever: the
+    stream is still open whenever the caller gets to its first text, however the bytes were chunked
+    and however fast the machine is."""
+
+    def __init__(self, inner: httpx.AsyncByteStream) -> None:
+        self._inner = inner
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        received = b""
+        async for chunk in self._inner:
+            received += chunk
+            start = received.find(b'"text_delta"')
+            end = received.find(b"\n\n", start) if start >= 0 else -1
+            if end >= 0:
+                yield received[: end + 2]
+                await asyncio.Event().wait()  # never set: only a cancel ends this
+        raise AssertionError("the reply had no text delta to stop after")
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _HoldingTransport(httpx.AsyncBaseTransport):
+    """The real transport to the emulator; each reply held after its first text delta."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        return httpx.Response(response.status_code, headers=response.headers,
+                              stream=_HeldAfterFirstText(response.stream), extensions=response.extensions)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def test_close_after_an_interrupted_stream_leaves_nothing_pending(claude_emulator, tmp_path, caplog) -> None:
     # A stream cut short by Ctrl-C leaves its SSE iterator suspended; close() must finalize it
     # and close the loop, or Python reports "Task was destroyed but it is pending!" at exit.
+    client = Client(api_key="sk-test", base_url=claude_emulator.url, cache_dir=tmp_path,
+                    transport=_HoldingTransport())
     seen: list[str] = []
 
     def on_text(delta: str) -> None:
         seen.append(delta)
-        if len(seen) == 2:
-            raise KeyboardInterrupt
+        raise KeyboardInterrupt  # at the first text: the rest of the stream is still to come
 
-    with pytest.raises(KeyboardInterrupt):
-        client.complete(PROMPT, max_tokens=400, cache=False, on_text=on_text)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            client.complete(PROMPT, max_tokens=400, cache=False, on_text=on_text)
+        assert len(seen) == 1 and seen[0]
+        loop, thread = client._loop, client._thread
+    finally:
+        client.close()
+    assert loop is not None and loop.is_closed()
+    assert thread is not None and not thread.is_alive()
+    assert not asyncio.all_tasks(loop), "tasks left pending on the closed loop"
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        gc.collect()
+    assert not [r for r in caplog.records if r.name == "asyncio"], caplog.text
+
+
+def test_close_finalizes_what_the_loop_left_suspended(client) -> None:
+    # What an interrupted call can leave on the loop, made on purpose: an async generator
+    # suspended at a yield (an SSE iterator left by ``break``) and a task that never ends.
+    finalized: list[str] = []
+
+    async def events() -> AsyncIterator[int]:
+        try:
+            yield 1
+            yield 2
+        finally:
+            finalized.append("generator")
+
+    gen = events()
+
+    async def first() -> int:
+        return await gen.__anext__()
+
+    assert client.run(first()) == 1
+    never = client.submit(asyncio.Event().wait())
     loop = client._loop
     client.close()
+    assert finalized == ["generator"] and never.cancelled()
     assert loop is not None and loop.is_closed()
 
 
