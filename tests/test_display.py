@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import io
-import time
 from typing import Any
 
 import pytest
@@ -105,16 +104,15 @@ def test_finish_always_renders_the_whole_text_even_if_the_tail_was_never_drawn()
 
 
 def test_updates_do_not_join_the_text_between_redraws() -> None:
+    # A join per token would make a long answer quadratic: the pieces stay a list (counted, not
+    # timed) and are joined once, when the view is drawn.
     clock = FakeClock()
-    view, _ = view_with(clock)
-    started = time.perf_counter()
+    view, rec = view_with(clock)
     for _ in range(200_000):
         view.update("0123456789")
-    elapsed = time.perf_counter() - started
-    assert len(view._chunks) == 200_000  # kept as a list, joined only on a redraw
+    assert len(view._chunks) == 200_000 and view.redraws == 1 and rec.live_calls == ["0123456789"]
     assert view.text == "0123456789" * 200_000
     assert len(view._chunks) == 1
-    assert elapsed < 2.0  # linear; a join per token would take minutes
 
 
 def test_empty_deltas_are_ignored() -> None:
