@@ -24,8 +24,10 @@ def test_window_slow_starts_then_halves_once_per_round_trip() -> None:
     w.congestion(started_at=t0)  # began before the cut: same congestion event
     assert w.limit == 7
     for _ in range(7):
-        w.success()  # congestion avoidance: about +1 per window
-    assert w.limit == 7 or w.limit == 8
+        w.success()  # congestion avoidance: +1/size per success, about +1 per window
+    assert w.limit == 7  # 7 + 1/7 + 1/7.14 + ... = 7.95
+    w.success()
+    assert w.limit == 8
     for _ in range(3000):
         w.success()
     assert w.limit == 64  # the cap holds
