@@ -1,7 +1,33 @@
 """Load the emulator's pytest fixtures, unless the installed package already did (its pytest11
-entry point registers the same module, and pytest refuses to register it twice)."""
+entry point registers the same module, and pytest refuses to register it twice).
 
+Every test starts from the same environment, whatever the developer's shell holds and whatever
+an earlier test did: no ``ANTHROPIC_*`` or ``CLAUDE_MAGIC_*`` setting, and a response cache of its
+own (never the user's cache, which outlives the run). Hypothesis has no deadline: a busy machine
+makes an example slow, not wrong.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
 from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
 
 _PLUGIN = "claude_magic.emulator.pytest_plugin"
 pytest_plugins = [] if any(ep.value == _PLUGIN for ep in entry_points(group="pytest11")) else [_PLUGIN]
+
+settings.register_profile("claude_magic", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("claude_magic")
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    for name in list(os.environ):
+        if name.startswith(("ANTHROPIC_", "CLAUDE_MAGIC_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("CLAUDE_MAGIC_CACHE_DIR", str(tmp_path / "user-cache"))
+    yield
