@@ -160,8 +160,8 @@ def test_the_idle_timeout_defaults_to_a_minute(emu):
 # -- malformed requests -------------------------------------------------------------------------------
 
 
-def with_length(body: bytes) -> bytes:
-    return post(body, b"content-length: %d\r\n" % len(body))
+def with_length(body: bytes, extra_headers: bytes = b"") -> bytes:
+    return post(body, extra_headers + b"content-length: %d\r\n" % len(body))
 
 
 @pytest.mark.parametrize(
@@ -259,3 +259,50 @@ def test_well_formed_text_image_and_document_blocks_are_accepted(emu):
     )
     status, _, payload = exchange(emu, with_length(json.dumps(body).encode()))
     assert status == 200, payload
+
+
+# -- the safety net for the emulator's own failures ------------------------------------------------------
+
+
+def fault_header(spec: str) -> bytes:
+    return b"x-emulator-fault: %s\r\n" % spec.encode()
+
+
+def test_an_exception_inside_a_request_is_a_500_api_error_not_a_dropped_connection(emu, capfd):
+    raw = json.dumps(BODY).encode()
+    status, headers, payload = exchange(emu, with_length(raw, fault_header("crash")))
+    message = api_error(status, headers, payload, 500, "api_error")
+    assert message.startswith("Internal server error: the emulator failed with EmulatedCrash: ")
+    assert headers["connection"] == "close"
+    emu.inject("crash")  # queued faults take the same path
+    status, headers, payload = exchange(emu, with_length(raw))
+    api_error(status, headers, payload, 500, "api_error")
+    status, _, _ = exchange(emu, with_length(raw))  # the server still answers
+    assert status == 200
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_an_exception_mid_stream_ends_the_stream_with_an_api_error_event(emu, capfd):
+    raw = json.dumps({**BODY, "max_tokens": 500, "stream": True}).encode()
+    with socket.create_connection(("127.0.0.1", emu.port), timeout=10) as sock:
+        sock.sendall(with_length(raw, fault_header("crash:after=2")))
+        answer = closed_by_server(sock)  # the stream ends, then the connection closes
+    head, _, chunked = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    events = [json.loads(event.split("\ndata: ", 1)[1]) for event in _unchunk(chunked).decode().split("\n\n")
+              if event]
+    assert [e["delta"]["type"] for e in events if e["type"] == "content_block_delta"] == ["text_delta"] * 2
+    assert events[-1]["type"] == "error" and events[-1]["error"]["type"] == "api_error"
+    assert "EmulatedCrash" in events[-1]["error"]["message"]
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def _unchunk(data: bytes) -> bytes:
+    """The payload of a complete chunked body (fails when the last chunk is missing)."""
+    out = b""
+    while True:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            return out
+        out, data = out + data[:size], data[size + 2:]

@@ -9,11 +9,16 @@ server waits for a request or the rest of one, or reads nothing while the server
 without an answer, so a half-open connection cannot hold a server thread forever. HTTP clients drop
 idle pooled connections sooner (httpx after 5 s), so this does not close a connection under a client
 that means to reuse it.
+
+Nothing a client sends or does prints a traceback (stderr lands in the user's notebook): malformed
+requests are answered 400 (:mod:`.body`), a client that goes away is let go, and any other exception
+inside a request is answered 500 ``api_error`` (mid-stream: an ``error`` event) and logged at DEBUG.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import secrets
@@ -41,6 +46,7 @@ from .validate import API_VERSIONS, APIError, check_count_request, check_message
 
 FAULT_HEADER = "x-emulator-fault"
 REDACTED = ("x-api-key", "authorization")
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -249,6 +255,8 @@ class _Handler(BaseHTTPRequestHandler):
     emulator: Emulator
     request_id: str
     extra: dict[str, str]  # headers every answer to this request carries (rate-limit readings)
+    head_sent = False      # the status line of the answer to this request went out
+    stream: _Stream | None = None  # the SSE answer being written, if any
 
     def setup(self) -> None:
         super().setup()
@@ -287,6 +295,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         self.request_id = _request_id()
         self.extra = {}
+        self.head_sent, self.stream = False, None
         split = urlsplit(self.path)
         path = split.path.rstrip("/") or "/"
         try:
@@ -299,8 +308,28 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_error(exc)
         except (_Closed, ClientGone):
             self.close_connection = True
-        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+        except (ConnectionError, TimeoutError):
             self.close_connection = True
+        except Exception as exc:  # the safety net: answered, never a traceback
+            self._fail(exc)
+
+    def _fail(self, exc: Exception) -> None:
+        """Answer an exception no check expected (an emulator bug) with 500 ``api_error``, or, once a
+        stream has started, with an ``error`` event, as the API does; the connection closes.
+
+        The base class would drop the connection and print a traceback to stderr, which lands in the
+        user's notebook; the traceback goes to this module's logger at DEBUG level instead.
+        """
+        _log.debug("%s %s failed", self.command, self.path, exc_info=exc)
+        self.close_connection = True
+        message = f"Internal server error: the emulator failed with {type(exc).__name__}: {exc}"
+        try:
+            if self.stream is not None:
+                self.stream.fail(message)
+            elif not self.head_sent:
+                self._send_error(APIError(500, "api_error", message))
+        except OSError:  # the client went away meanwhile
+            pass
 
     def _read_body(self, path: str) -> Any:
         try:
@@ -362,6 +391,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- writing ------------------------------------------------------------------------------------
     def _head(self, status: int, headers: dict[str, str]) -> bytes:
+        self.head_sent = True  # the caller writes it next
         try:
             reason = HTTPStatus(status).phrase
         except ValueError:
@@ -419,6 +449,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if fault is not None and fault.kind in ("cut", "truncate"):
             self._close_abruptly()
+        if fault is not None and fault.kind == "crash":
+            raise faults.EmulatedCrash("emulated crash (fault 'crash')")
         if fault is not None and fault.kind == "error-event":
             raise APIError(529, "overloaded_error", "Overloaded")
         delay = knobs["ttft"] + (plan.output_tokens / knobs["token_rate"] if knobs["token_rate"] else 0.0)
@@ -552,6 +584,7 @@ class _Stream:
     def run(self) -> None:
         self.h.wfile.write(self.h._head(200, {"content-type": "text/event-stream; charset=utf-8",
                                               "cache-control": "no-cache", "transfer-encoding": "chunked"}))
+        self.h.stream = self
         self.t0 = time.monotonic()
         usage = self.message["usage"]
         start = {**self.message, "content": [], "stop_reason": None, "stop_sequence": None,
@@ -626,11 +659,19 @@ class _Stream:
         kind = self.fault.kind
         if kind == "cut":
             self.h._close_abruptly()
+        if kind == "crash":
+            raise faults.EmulatedCrash(f"emulated crash (fault 'crash') after {self.sent_text} text deltas")
         if kind == "error-event":
             error = {"type": "overloaded_error", "message": "Overloaded"}
             self.event("error", {"type": "error", "error": error, "request_id": self.h.request_id})
         self.h.wfile.write(b"0\r\n\r\n")
         raise _Stopped
+
+    def fail(self, message: str) -> None:
+        """End the stream after an unexpected exception: an ``api_error`` event, then the last chunk."""
+        error = {"type": "api_error", "message": message}
+        self.event("error", {"type": "error", "error": error, "request_id": self.h.request_id})
+        self.h.wfile.write(b"0\r\n\r\n")
 
 
 class _Stopped(Exception):

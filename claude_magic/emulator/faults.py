@@ -20,6 +20,10 @@ A spec is one or more parts joined by ``+`` (e.g. ``slow-headers=0.5+429:retry-a
 ``truncate:after=N``
     after N text deltas the stream ends cleanly (last chunk sent) without ``content_block_stop``,
     ``message_delta`` or ``message_stop``. Non-streaming: like ``cut``.
+``crash:after=N``
+    after N text deltas the emulator raises an exception, as a bug of its own would, and its safety
+    net answers it: the stream ends with an ``event: error`` (``api_error``) and a clean end, and the
+    connection closes. Non-streaming: HTTP 500 ``api_error``.
 ``slow-headers=SECONDS``
     wait before sending the status line (combine it with another part, or use it alone).
 ``x-should-retry=false`` (or ``true``)
@@ -52,7 +56,7 @@ MESSAGES = {
     503: "Service unavailable (emulated fault)", 504: "Request timed out (emulated fault)",
     529: "Overloaded",
 }
-STREAM_KINDS = ("error-event", "cut", "truncate")
+STREAM_KINDS = ("error-event", "cut", "truncate", "crash")
 SPEND_MESSAGE = ("You have reached your specified workspace API usage limits. You will regain access on "
                  "the first day of next month at 00:00 UTC (emulated fault)")
 
@@ -61,9 +65,13 @@ class FaultSpecError(ValueError):
     pass
 
 
+class EmulatedCrash(RuntimeError):
+    """Raised inside a request by the ``crash`` fault."""
+
+
 @dataclass(frozen=True)
 class Fault:
-    kind: str | None = None          # "status", "spend", "error-event", "cut", "truncate" or None
+    kind: str | None = None          # "status", "spend", or one of STREAM_KINDS; None: slow-headers only
     status: int | None = None
     after: int = 1
     retry_after: float | None = None
@@ -100,7 +108,7 @@ def _parse_part(part: str, fields: dict, spec: str) -> None:
     else:
         statuses = ", ".join(map(str, ERROR_TYPES))
         raise FaultSpecError(f"unknown fault {name!r} in {spec!r}: use a status ({statuses}), 429-spend, "
-                             "error-event, cut, truncate, slow-headers=S or x-should-retry=false")
+                             "error-event, cut, truncate, crash, slow-headers=S or x-should-retry=false")
     for param in filter(None, (p.strip() for p in params.split(","))):
         _apply_param(param, fields, spec)
 
