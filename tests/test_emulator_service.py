@@ -7,12 +7,19 @@ from __future__ import annotations
 
 import json
 import math
+import queue
 import socket
+import subprocess
+import sys
+import threading
+import warnings
 
 import pytest
 
 from claude_magic.emulator import DEFAULT_KNOBS, Emulator
 from claude_magic.emulator.__main__ import main
+
+EXPOSED = "reachable from the network, and accepts any API key: listen on 127.0.0.1, or set api_key="
 
 HEADERS = b"host: x\r\nx-api-key: k\r\nanthropic-version: 2026-10-21\r\ncontent-type: application/json\r\n"
 BODY = {"model": "claude-haiku-5-5", "max_tokens": 50, "messages": [{"role": "user", "content": "Hi"}]}
@@ -306,3 +313,41 @@ def _unchunk(data: bytes) -> bytes:
         if size == 0:
             return out
         out, data = out + data[:size], data[size + 2:]
+
+
+# -- listening beyond this machine ----------------------------------------------------------------------
+
+
+def test_listening_on_every_interface_without_a_key_warns_in_one_line():
+    with pytest.warns(UserWarning, match=EXPOSED) as caught, Emulator(host="0.0.0.0"):
+        pass
+    [warning] = caught
+    assert "\n" not in str(warning.message) and warning.filename == __file__
+
+
+@pytest.mark.parametrize(("host", "key"), [("127.0.0.1", None), ("localhost", None), ("0.0.0.0", "sk-mine")])
+def test_a_loopback_address_or_a_required_key_does_not_warn(host, key):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with Emulator(host=host, api_key=key) as emulator:
+            assert emulator.port
+
+
+def test_the_command_line_prints_the_warning_for_a_network_address():
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "claude_magic.emulator", "--host", "0.0.0.0", "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        lines: queue.Queue[tuple[str, str]] = queue.Queue()
+        for name, pipe in (("out", proc.stdout), ("err", proc.stderr)):
+            threading.Thread(target=lambda n=name, p=pipe: lines.put((n, p.readline())), daemon=True).start()
+        got = dict(lines.get(timeout=30) for _ in range(2))
+        assert got["out"].startswith("claude_magic emulator listening on http://0.0.0.0:")
+        assert got["err"].startswith("warning: the Claude API emulator listens on 0.0.0.0:")
+        assert EXPOSED in got["err"] and got["err"].endswith("(--api-key) to require one\n")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        proc.stdout.close()
+        proc.stderr.close()

@@ -1,6 +1,7 @@
 """A local emulator of the Claude API, for tests, notebooks, benchmarks and offline CI.
 
-A real HTTP server on 127.0.0.1 (standard library only)::
+A real HTTP server on 127.0.0.1 (standard library only; on another address it warns, in one line,
+that anyone on the network can use it unless ``api_key`` is set)::
 
     from claude_magic.emulator import Emulator
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
+import warnings
 
 from .app import Emulator
 
@@ -31,11 +32,15 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     try:
-        emulator.start()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            emulator.start()
     except OSError as exc:
         print(f"cannot listen on {args.host}:{args.port}: {exc.strerror}; "
               "pick another --port (0 = any free port)", file=sys.stderr)
         return 1
+    for warning in caught:  # one line each, without the source line warnings.warn would show
+        print(f"warning: {warning.message}", file=sys.stderr, flush=True)
     print(f"claude_magic emulator listening on {emulator.url}", flush=True)
     try:
         threading.Event().wait()

@@ -17,6 +17,7 @@ inside a request is answered 500 ``api_error`` (mid-stream: an ``error`` event) 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import math
@@ -26,6 +27,7 @@ import socket
 import sys
 import threading
 import time
+import warnings
 from collections import deque
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -94,6 +96,14 @@ class _Server(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
+def _exposure(address: str, port: int, api_key: str | None) -> str | None:
+    """The one-line warning for a server other machines can reach with any key, or None."""
+    if api_key is not None or ipaddress.ip_address(address).is_loopback:
+        return None
+    return (f"the Claude API emulator listens on {address}:{port}, reachable from the network, and accepts "
+            "any API key: listen on 127.0.0.1, or set api_key= (--api-key) to require one")
+
+
 class _Closed(Exception):
     """The connection was closed on purpose (a fault): send nothing more."""
 
@@ -131,6 +141,10 @@ class Emulator:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> Emulator:
+        """Listen and serve in a daemon thread; warns (UserWarning) when other machines can use it."""
+        return self._start()
+
+    def _start(self) -> Emulator:
         if self._server is not None:
             return self
         handler = type("Handler", (_Handler,), {"emulator": self})
@@ -146,6 +160,9 @@ class Emulator:
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                                         name=f"claude-emulator-{self.port}", daemon=True)
         self._thread.start()
+        exposed = _exposure(str(server.server_address[0]), self.port, self.knobs["api_key"])
+        if exposed:
+            warnings.warn(exposed, UserWarning, stacklevel=3)  # the caller of start() or __enter__
         return self
 
     def stop(self) -> None:
@@ -165,7 +182,7 @@ class Emulator:
             self._thread.join(timeout=5)
 
     def __enter__(self) -> Emulator:
-        return self.start()
+        return self._start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
