@@ -351,3 +351,31 @@ def test_the_command_line_prints_the_warning_for_a_network_address():
         proc.wait(timeout=10)
         proc.stdout.close()
         proc.stderr.close()
+
+
+# -- fields that used to reach the safety net ------------------------------------------------------------
+
+
+TOOL = {"name": "t", "input_schema": {"type": "object"}}
+
+
+@pytest.mark.parametrize(
+    ("extra", "status", "needle"),
+    [
+        ({"tools": [TOOL], "tool_choice": "auto"}, 400, "tool_choice: Input should be a valid dictionary"),
+        ({"tools": "t"}, 400, "tools: Input should be a valid list of tool objects"),
+        ({"system": [{"type": "text", "text": "s", "cache_control": {"type": "ephemeral", "ttl": [5]}}]},
+         400, "cache_control.ttl: Input should be '5m' or '1h', got [5]"),
+        ({"tools": [{"name": "t", "input_schema": {"type": "object", "properties": [1]}}],
+          "tool_choice": {"type": "any"}}, 200, ""),
+        ({"tools": [{"name": "t", "input_schema": {"properties": {"a": {"enum": {"x": 1}}}}}],
+          "tool_choice": {"type": "any"}}, 200, ""),
+    ],
+    ids=["tool_choice a string", "tools a string", "ttl a list", "properties a list", "enum an object"],
+)
+def test_odd_fields_are_answered_as_the_api_would_not_as_an_internal_error(emu, extra, status, needle):
+    got, headers, payload = exchange(emu, with_length(json.dumps({**BODY, **extra}).encode()))
+    if status == 200:
+        assert got == 200, payload
+    else:
+        assert needle in api_error(got, headers, payload, status, "invalid_request_error")

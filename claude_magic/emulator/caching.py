@@ -56,7 +56,7 @@ def _ttl(block: Any) -> str | None:
     if not isinstance(control, dict):
         return None
     ttl = control.get("ttl", "5m")
-    if ttl not in TTL_SECONDS:
+    if not isinstance(ttl, str) or ttl not in TTL_SECONDS:
         raise invalid(f"cache_control.ttl: Input should be '5m' or '1h', got {ttl!r}")
     return str(ttl)
 

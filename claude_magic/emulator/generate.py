@@ -278,11 +278,11 @@ def tool_input(schema: Any, rng: random.Random) -> Any:
     if not isinstance(schema, dict):
         return {}
     kind = schema.get("type")
-    if "enum" in schema and schema["enum"]:
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
         return rng.choice(schema["enum"])
     if kind == "object" or "properties" in schema:
-        props = schema.get("properties") or {}
-        return {name: tool_input(sub, rng) for name, sub in props.items()}
+        props = schema.get("properties")
+        return {name: tool_input(sub, rng) for name, sub in props.items()} if isinstance(props, dict) else {}
     if kind == "array":
         return [tool_input(schema.get("items") or {"type": "string"}, rng)]
     if kind == "integer":

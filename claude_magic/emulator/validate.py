@@ -156,7 +156,12 @@ def check_options(body: dict, spec: ModelSpec) -> None:
         raise invalid("stop_sequences: Input should be a valid list of strings")
     if "stream" in body and not isinstance(body["stream"], bool):
         raise invalid(f"stream: Input should be a valid boolean, got {body['stream']!r}")
+    tools = body.get("tools")
+    if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools)):
+        raise invalid("tools: Input should be a valid list of tool objects")
     choice = body.get("tool_choice")
+    if choice is not None and not isinstance(choice, dict):
+        raise invalid(f"tool_choice: Input should be a valid dictionary, got {choice!r:.40}")
     if isinstance(choice, dict) and choice.get("type") in ("any", "tool") and spec.refuses_forced_tools:
         raise invalid(f"tool_choice: forced tool use (type '{choice.get('type')}') is not supported on "
                       f"{spec.id}; use tool_choice {{\"type\": \"auto\"}}")
