@@ -18,6 +18,7 @@ __all__ = [
     "ResponseCache",
     "Usage",
     "__version__",
+    "client",
     "errors",
     "load_ipython_extension",
     "map_prompts",
@@ -72,6 +73,27 @@ def _kernel_client() -> Any:
     return magics.get_client() if magics is not None else None
 
 
+_default_client: Any = None
+
+
+def client() -> Client:
+    """The client to use from Python: in a notebook where ``%load_ext claude_magic`` ran, the
+    magics' own (their ``%config``, key, cache, emulator and ``%claude_usage`` table); elsewhere one
+    ``Client()`` from the environment, made on first use and shared, closed at exit."""
+    global _default_client
+    shared = _kernel_client()
+    if shared is not None:
+        return shared  # type: ignore[no-any-return]
+    if _default_client is None or _default_client.closed:
+        import atexit
+
+        from .client import Client
+
+        _default_client = Client()
+        atexit.register(_default_client.close)
+    return _default_client  # type: ignore[no-any-return]
+
+
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext claude_magic``: register the magics (their heavy imports wait for first use)."""
     from .magics import ClaudeMagics
@@ -80,6 +102,7 @@ def load_ipython_extension(ipython: Any) -> None:
         return
     magics = ClaudeMagics(shell=ipython)
     ipython.register_magics(magics)
+    ipython.events.register("pre_run_cell", magics._warn_literal_key)
     _loaded[id(ipython)] = magics
 
 
@@ -89,6 +112,10 @@ def unload_ipython_extension(ipython: Any) -> None:
     if magics is None:
         return
     magics.close()
+    try:
+        ipython.events.unregister("pre_run_cell", magics._warn_literal_key)
+    except ValueError:
+        pass
     manager = ipython.magics_manager
     for kind, names in magics.magics.items():
         for name in names:

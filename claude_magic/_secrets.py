@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["Secret", "check_api_key", "install_log_filter", "masked", "redact_url", "scrub"]
+__all__ = ["Secret", "values", "check_api_key", "install_log_filter", "masked", "redact_url", "scrub"]
 
 REDACTED = "<redacted>"
 _MIN_SCRUB = 6  # shorter "secrets" (a password "a") would redact ordinary text
@@ -107,6 +107,12 @@ def _describe(char: str) -> str:
     if ord(char) < 0x20 or ord(char) == 0x7F:
         return f"a control character (U+{ord(char):04X})"
     return f"a non-ASCII character (U+{ord(char):04X})"
+
+
+def values() -> list[str]:
+    """The secrets in use (keys, passwords), for checks that must not let them through."""
+    with _lock:
+        return [s._value for s in _registered]
 
 
 def scrub(text: str, extra: Iterable[str] = ()) -> str:

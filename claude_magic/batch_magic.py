@@ -8,7 +8,7 @@ the engine are imported on first use so that loading the extension stays fast.
 The line is split with a bracket-aware splitter rather than ``parse_argstring``'s shell rules,
 which would turn ``df["col"]`` into ``df[col]``; the tokens then go to the same
 ``magic_arguments`` parser, so ``%claude_batch?`` shows the usage and bad arguments are
-``UsageError`` one-liners.
+one-line ``MagicError`` s (an ``error`` output in a kernel).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument, magic_arguments
 
+from ._boundary import MagicError
 from .errors import ClaudeError
 
 if TYPE_CHECKING:
@@ -56,6 +57,8 @@ def split_line(line: str) -> list[str]:
         elif ch in "\"'":
             quote = ch
             current.append(ch)
+        elif ch == "#" and not depth and not current:
+            break  # a comment (IPython passes ``%magic args  # comment`` through)
         elif ch in _OPEN:
             depth.append(_OPEN[ch])
             current.append(ch)
@@ -70,7 +73,7 @@ def split_line(line: str) -> list[str]:
             current.append(ch)
         i += 1
     if quote:
-        raise UsageError(f"unclosed {quote} quote in: {line.strip()}")
+        raise MagicError(f"unclosed {quote} quote in: {line.strip()}")
     if current:
         tokens.append("".join(current))
     return [_unquote(t) for t in tokens]
@@ -117,21 +120,24 @@ def claude_batch(magics: Any, line: str, cell: str | None = None) -> None:
     change DEST: rows skipped (missing or empty values), failed (listed in _claude_batch.errors)
     or not run keep what DEST held. The whole result is _claude_batch.
     """
-    args = claude_batch.parser.parse_args(split_line(line))  # type: ignore[attr-defined]
+    try:
+        args = claude_batch.parser.parse_args(split_line(line))  # type: ignore[attr-defined]
+    except UsageError as exc:
+        raise MagicError.of(exc) from None
     template = _template(args.template, cell)
     if args.dest is None and not args.dry_run:
-        raise UsageError("give -o DEST (df.new_col, df['new_col'] or a variable name) for the answers, "
+        raise MagicError("give -o DEST (df.new_col, df['new_col'] or a variable name) for the answers, "
                          "or use --dry-run")
     ns = magics.shell.user_ns
     data = resolve_source(args.source, ns, magics.shell)
     write = _writer(args.dest, ns) if args.dest is not None else None
     options = magics.request_options(model=args.model, max_tokens=args.max_tokens, system=args.system)
     if args.max_tokens is not None and args.max_tokens < 1:
-        raise UsageError(f"--max-tokens must be a positive integer, got {args.max_tokens}")
+        raise MagicError(f"--max-tokens must be a positive integer, got {args.max_tokens}")
     if args.budget is not None and not args.budget > 0:
-        raise UsageError(f"--budget must be a positive number of US dollars, got {args.budget:g}")
+        raise MagicError(f"--budget must be a positive number of US dollars, got {args.budget:g}")
     if args.concurrency is not None and args.concurrency < 1:
-        raise UsageError(f"--concurrency must be a positive integer, got {args.concurrency}")
+        raise MagicError(f"--concurrency must be a positive integer, got {args.concurrency}")
 
     from .batch import BatchInterrupted, run_batch
 
@@ -147,25 +153,25 @@ def claude_batch(magics: Any, line: str, cell: str | None = None) -> None:
     except ClaudeError as exc:
         if view is not None:
             view.close(None)
-        raise UsageError(str(exc)) from exc
+        raise MagicError.of(exc) from None
     if result.dry_run is not None:
         ns[RESULT_NAME] = result
         print(result.dry_run)
         return
     _deliver(result, write, ns, view)
     if result.aborted is not None:
-        raise UsageError(str(result.aborted)) from result.aborted
+        raise MagicError.of(result.aborted) from None
 
 
 def _template(on_line: str | None, cell: str | None) -> str:
     if cell is not None:
         if on_line is not None:
-            raise UsageError("give the template on the line or in the cell body, not both")
+            raise MagicError("give the template on the line or in the cell body, not both")
         if not cell.strip():
-            raise UsageError("the cell is empty: write the prompt template in it, with {column} placeholders")
+            raise MagicError("the cell is empty: write the prompt template in it, with {column} placeholders")
         return cell.strip("\n")
     if on_line is None:
-        raise UsageError('give the template: %claude_batch SOURCE "TEMPLATE with {column}" -o DEST, '
+        raise MagicError('give the template: %claude_batch SOURCE "TEMPLATE with {column}" -o DEST, '
                          "or use %%claude_batch with the template in the cell")
     return on_line
 
@@ -197,7 +203,7 @@ def resolve_source(source: str, ns: dict[str, Any], shell: Any = None) -> Any:
 
     m = _REF.match(source)
     if m and m["name"] not in ns:
-        raise UsageError(f"SOURCE {source}: {m['name']!r} is not defined")
+        raise MagicError(f"SOURCE {source}: {m['name']!r} is not defined")
     if m:
         value = ns[m["name"]]
         column = m["attr"] if m["attr"] is not None else m["key"]
@@ -205,21 +211,21 @@ def resolve_source(source: str, ns: dict[str, Any], shell: Any = None) -> Any:
             if isinstance(value, pd.DataFrame):
                 if column not in value.columns:
                     have = ", ".join(map(str, value.columns[:30]))
-                    raise UsageError(f"SOURCE {source}: {m['name']} has no column {column!r}; "
+                    raise MagicError(f"SOURCE {source}: {m['name']} has no column {column!r}; "
                                      f"columns: {have}")
                 value = value[column]
             elif m["attr"] is not None:
                 try:
                     value = getattr(value, column)
                 except AttributeError as exc:
-                    raise UsageError(f"SOURCE {source}: {exc}") from exc
+                    raise MagicError(f"SOURCE {source}: {exc}") from exc
             else:
-                raise UsageError(f"SOURCE {source}: {m['name']} is a {type(value).__name__}, not a DataFrame")
+                raise MagicError(f"SOURCE {source}: {m['name']} is a {type(value).__name__}, not a DataFrame")
     else:
         try:
             value = shell.ev(source) if shell is not None else eval(source, ns)  # what the user typed
         except Exception as exc:
-            raise UsageError(f"SOURCE {source} could not be evaluated: {type(exc).__name__}: {exc}") from exc
+            raise MagicError(f"SOURCE {source} could not be evaluated: {type(exc).__name__}: {exc}") from exc
     return _check_rows(source, value)
 
 
@@ -231,7 +237,7 @@ def _check_rows(source: str, value: Any) -> Any:
         return value
     if isinstance(value, (list, tuple, pd.Index, np.ndarray)):
         return list(value)
-    raise UsageError(f"SOURCE {source} is a {type(value).__name__}: give a DataFrame, a Series, a column "
+    raise MagicError(f"SOURCE {source} is a {type(value).__name__}: give a DataFrame, a Series, a column "
                      "(df.col) or a list of strings")
 
 
@@ -247,7 +253,7 @@ def _writer(dest: str, ns: dict[str, Any]) -> Any:
 
     m = _REF.match(dest)
     if not m:
-        raise UsageError(f"DEST {dest} must be a variable name, df.new_col or df['new_col']")
+        raise MagicError(f"DEST {dest} must be a variable name, df.new_col or df['new_col']")
     column = m["attr"] if m["attr"] is not None else m["key"]
     name = m["name"]
     if column is None:
@@ -260,13 +266,13 @@ def _writer(dest: str, ns: dict[str, Any]) -> Any:
     frame = ns.get(name)
     if not isinstance(frame, pd.DataFrame):
         what = "not defined" if name not in ns else f"a {type(frame).__name__}"
-        raise UsageError(f"DEST {dest}: {name} is {what}; a column needs an existing DataFrame")
+        raise MagicError(f"DEST {dest}: {name} is {what}; a column needs an existing DataFrame")
 
     def to_column(series: pd.Series) -> None:
         try:
             _merge_column(frame, column, series)
         except ValueError as exc:
-            raise UsageError(f"DEST {dest}: the answers do not align with {name}'s index ({exc}); "
+            raise MagicError(f"DEST {dest}: the answers do not align with {name}'s index ({exc}); "
                              "store them in a variable instead") from exc
 
     return to_column
@@ -280,11 +286,11 @@ def _check_variable(name: str, ns: dict[str, Any]) -> None:
 
     value = ns[name] if name in ns else getattr(builtins, name, None)  # -o print would shadow print()
     if isinstance(value, pd.DataFrame):
-        raise UsageError(f"DEST {name} holds a DataFrame, which a Series of answers would replace: "
+        raise MagicError(f"DEST {name} holds a DataFrame, which a Series of answers would replace: "
                          f"write -o {name}.label for a new column, or give another name")
     if isinstance(value, types.ModuleType) or callable(value):
         kind = "a module" if isinstance(value, types.ModuleType) else f"a {type(value).__name__}"
-        raise UsageError(f"DEST {name} holds {kind}, which the answers would replace: give another name")
+        raise MagicError(f"DEST {name} holds {kind}, which the answers would replace: give another name")
 
 
 def _answered(series: Any) -> Any:

@@ -16,14 +16,19 @@ from __future__ import annotations
 
 import argparse
 import keyword
-import shlex
+import os
+import re
+import shutil
+import sys
+import weakref
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
-from traitlets import Bool, Enum, Float, Int, Unicode, observe
+from traitlets import Bool, Enum, Float, Int, Unicode, observe, validate
 
+from ._boundary import MagicError, split_args
 from .errors import ClaudeError
 
 if TYPE_CHECKING:
@@ -33,12 +38,18 @@ if TYPE_CHECKING:
     from .display import StreamView
     from .reply import Reply
 
-__all__ = ["ClaudeMagics", "Secret"]
+__all__ = ["MagicError", "ClaudeMagics", "Secret", "split_args"]
 
 T = TypeVar("T")
 EFFORTS = ("low", "medium", "high", "xhigh", "max")
 DEFAULT_CHAT = "default"  # = chat.DEFAULT_NAME (chat.py is imported on first use)
 EMULATOR_KEY = "sk-emulator-not-a-real-key"
+KEY_MARKER = "<hidden: set>"  # what the config holds once a key was set (the key itself is kept apart)
+# A literal key typed into a cell (Anthropic keys start sk-ant-): it is now in In, the history
+# database and the saved notebook.
+_LITERAL_KEY = re.compile(r"sk-ant-[A-Za-z0-9_-]{20,}")
+# The keys set with %config or %claude_key, by shell: not in the config object, which anyone can print.
+_KEYS: dict[int, Any] = {}
 # settings the Client is built with: changing one rebuilds it (the next use)
 _CLIENT_TRAITS = ("api_key", "base_url", "api_version", "cache_dir", "max_wait", "offline", "cache", "model",
                   "max_tokens")
@@ -84,7 +95,8 @@ def _cfg(trait: T) -> T:
 class ClaudeMagics(Magics):
     """Magics that ask Claude from a notebook (``%%claude?`` for the options)."""
 
-    api_key = _cfg(Secret(None, allow_none=True, help="API key (default: ANTHROPIC_API_KEY); never shown"))
+    api_key = _cfg(Secret(None, allow_none=True, help="API key (default: ANTHROPIC_API_KEY); never shown, "
+                          "kept out of the config object; %claude_key asks for it without echoing"))
     base_url = _cfg(Unicode(None, allow_none=True,
                             help="API URL (default: ANTHROPIC_BASE_URL, else https://api.anthropic.com)"))
     model = _cfg(Unicode(None, allow_none=True, help="model ID (default: claude-opus-5-5)"))
@@ -115,9 +127,80 @@ class ClaudeMagics(Magics):
         self._cache: ResponseCache | None = None
         self._emulator: Any = None
         self._emulator_cache_dir: str | None = None  # the emulator's own temporary response cache
+        self._emulator_cleanup: weakref.finalize | None = None
         self._past_history: list[Reply] = []
         self._chats: ChatStore | None = None
         super().__init__(shell=shell, **kwargs)
+
+    # -- the key ----------------------------------------------------------------------------------------
+
+    @validate("api_key")
+    def _keep_key_apart(self, proposal: Any) -> Any:
+        """Check the key, keep it apart from the config (``print(get_ipython().config)`` shows
+        anything there) and leave a marker in its place."""
+        from ._secrets import check_api_key
+
+        value = proposal["value"]
+        if value is None or str(value) == KEY_MARKER:
+            if value is None:
+                _KEYS.pop(id(self.shell), None)
+            return value
+        try:
+            key = check_api_key(str(value), "%config ClaudeMagics.api_key")
+        except ClaudeError as exc:
+            raise MagicError.of(exc) from None
+        if key is None:
+            _KEYS.pop(id(self.shell), None)
+            return None
+        if _KEYS.get(id(self.shell)) != key:
+            _KEYS[id(self.shell)] = key
+            self._drop_client()  # the trait keeps the marker: no change event rebuilds the client
+        self._scrub_config()
+        return KEY_MARKER
+
+    def update_config(self, config: Any) -> None:
+        # %config loads the traits, then merges the raw value into the config object: scrub after
+        super().update_config(config)
+        self._scrub_config()
+
+    def _scrub_config(self) -> None:
+        for config in (self.config, getattr(self.shell, "config", None)):
+            section = config.get("ClaudeMagics") if config is not None else None
+            if section is not None and section.get("api_key") not in (None, KEY_MARKER):
+                section["api_key"] = KEY_MARKER
+
+    def _key(self) -> Any:
+        """The key set in this kernel (a Secret), or None: the environment's is the client's default."""
+        return _KEYS.get(id(self.shell)) if self.api_key == KEY_MARKER else None
+
+    def _warn_literal_key(self, info: Any) -> None:
+        """pre_run_cell: a key typed into a cell is now in In, the history and the notebook."""
+        cell = getattr(info, "raw_cell", "") or ""
+        if "sk-ant-" in cell and _LITERAL_KEY.search(cell):
+            print("claude_magic: this cell holds what looks like an API key; it is now in In, the history "
+                  "database and the saved notebook: rotate it, and use %claude_key to type a key unseen",
+                  file=sys.stderr)
+
+    @line_magic
+    def claude_key(self, line: str = "") -> None:
+        """%claude_key [--clear]: type the API key without echoing it (it stays out of In, the history,
+        the notebook and the config); --clear forgets it."""
+        words = split_args(line)
+        if words == ["--clear"]:
+            self.api_key = None
+            print("forgot the key set in this kernel (ANTHROPIC_API_KEY, if set, applies again)")
+            return
+        if words:
+            raise MagicError(f"%claude_key takes no argument or --clear, got {line.strip()!r}")
+        import getpass
+
+        typed = getpass.getpass("Anthropic API key (not shown): ")
+        if not typed.strip():
+            raise MagicError("no key typed: nothing changed")
+        self.api_key = typed
+        from ._secrets import masked
+
+        print(f"key set for this kernel ({masked(typed)}); it is not saved anywhere")
 
     # -- the client and the cache ------------------------------------------------------------------
 
@@ -163,7 +246,7 @@ class ClaudeMagics(Magics):
             url, key = (self._emulator.url, EMULATOR_KEY) if self._emulator is not None else (None, None)
             cache = self.response_cache
             self._client = Client(
-                api_key=key or self.api_key or None,
+                api_key=key or self._key() or None,
                 base_url=url or self.base_url or None,
                 api_version=self.api_version or None,
                 model=self.model or None,
@@ -202,7 +285,7 @@ class ClaudeMagics(Magics):
 
     # -- %%claude ------------------------------------------------------------------------------------
 
-    @magic_arguments()
+    @magic_arguments(name="%claude")  # the usage then reads %%claude (there is no line magic %claude)
     @argument("-m", "--model", help="model ID (default: %%config ClaudeMagics.model, else claude-opus-5-5)")
     @argument("--max-tokens", type=_positive_int, help="longest answer in tokens (default: 1024)")
     @argument("-s", "--system", help="system prompt")
@@ -216,6 +299,7 @@ class ClaudeMagics(Magics):
     @argument("--chat", nargs="?", const=DEFAULT_CHAT, metavar="NAME",
               help="continue the conversation NAME (default: 'default'); re-running a cell replaces its turn")
     @argument("--no-interpolate", action="store_true", help="send {name} placeholders as written")
+    @no_var_expand  # IPython's own {}/$ expansion of the line would evaluate anything, {os.environ} too
     @cell_magic
     def claude(self, line: str, cell: str) -> None:
         """Ask Claude the prompt in the cell body and stream the answer as Markdown.
@@ -228,10 +312,11 @@ class ClaudeMagics(Magics):
         from .display import StreamView, detect_mode
 
         args = _parse(self.claude, line)
+        if args.out is not None:
+            self._check_out(args.out)
         prompt = self._prompt(cell, args)
-        if args.out is not None and (not args.out.isidentifier() or keyword.iskeyword(args.out)):
-            raise UsageError(f"-o needs a variable name, got {args.out!r}")
-        options = self.request_options(model=args.model, max_tokens=args.max_tokens, system=args.system,
+        system = self._interpolated(args.system, args, "-s") if args.system is not None else None
+        options = self.request_options(model=args.model, max_tokens=args.max_tokens, system=system,
                                        effort=args.effort)
         if args.stop:
             options["stop_sequences"] = [_unescape(s) for s in args.stop]
@@ -250,18 +335,41 @@ class ClaudeMagics(Magics):
             self.chats.get(args.chat).commit(plan, reply.text)
         self._remember(reply, args.out)
 
+    def _check_out(self, name: str) -> None:
+        """``-o NAME`` may bind a new name or replace text; never a frame, a module or a function."""
+        if not name.isidentifier() or keyword.iskeyword(name):
+            raise MagicError(f"-o needs a variable name, got {name!r}")
+        import builtins
+
+        ns = self.shell.user_ns if self.shell is not None else {}
+        if name in ns or hasattr(builtins, name):
+            refused = _unsafe_to_replace(ns[name] if name in ns else getattr(builtins, name))
+            if refused:
+                raise MagicError(f"-o {name} would replace {refused} with the answer's text: "
+                                       "choose a new variable name")
+
+    def _interpolated(self, text: str, args: argparse.Namespace, where: str) -> str:
+        """``text`` with its placeholders filled (unless turned off); one line on stderr for each
+        placeholder left as written and each table cut."""
+        if not self.interpolate or args.no_interpolate:
+            return text
+        from ._secrets import values
+        from .interpolate import render
+
+        secrets = [*values(), os.environ.get("ANTHROPIC_API_KEY", "").strip()]
+        try:
+            out = render(text, self.shell.user_ns if self.shell is not None else {}, secrets=secrets)
+        except ClaudeError as exc:
+            raise MagicError(f"{exc} (or send the cell as written with --no-interpolate)") from None
+        for line in filter(None, [out.warning(), *out.notes]):
+            print(f"claude ({where}): {line}", file=sys.stderr)
+        return out.text
+
     def _prompt(self, cell: str, args: argparse.Namespace) -> str:
         prompt = cell.strip("\n").rstrip()
         if not prompt.strip():
-            raise UsageError("the cell is empty: write the prompt on the lines below %%claude")
-        if self.interpolate and not args.no_interpolate:
-            from .interpolate import interpolate
-
-            try:
-                prompt = interpolate(prompt, self.shell.user_ns if self.shell is not None else {})
-            except ClaudeError as exc:
-                raise UsageError(str(exc)) from exc
-        return prompt
+            raise MagicError("the cell is empty: write the prompt on the lines below %%claude")
+        return self._interpolated(prompt, args, "prompt")
 
     def _ask(self, view: StreamView, prompt: Any, args: argparse.Namespace, options: dict[str, Any]) -> Reply:
         try:
@@ -273,15 +381,31 @@ class ClaudeMagics(Magics):
         except KeyboardInterrupt:
             # the natural thing in IPython: the cell stops as any interrupted cell does
             self._leave(view, "interrupted")
+            self._keep_partial(view.text, "interrupted", args.out, options)
             raise
         except ClaudeError as exc:
             self._leave(view, str(exc), getattr(exc, "partial", None))
-            raise UsageError(str(exc)) from exc
+            partial = getattr(exc, "partial", None) or view.text
+            self._keep_partial(partial, str(exc), args.out, options)
+            raise MagicError.of(exc) from None
         except BaseException as exc:
             self._leave(view, f"{type(exc).__name__}: {exc}")
             raise
         view.finish(reply)
         return reply
+
+    def _keep_partial(self, text: str, reason: str, out: str | None, options: dict[str, Any]) -> None:
+        """Text that arrived before a failure stays in ``_claude`` (``.incomplete`` says why) and in
+        ``-o VAR``: never lost because the end did not come."""
+        if not text:
+            return
+        from .reply import Reply, Usage
+
+        model = options.get("model") or (self._client.model if self._client is not None else "")
+        reply = Reply(text=text, content=[{"type": "text", "text": text}], stop_reason=None,
+                      stop_sequence=None, usage=Usage(), model=model, id="",
+                      incomplete=" ".join(reason.split()))
+        self._remember(reply, out)
 
     @staticmethod
     def _leave(view: StreamView, reason: str, partial: str | None = None) -> None:
@@ -303,7 +427,7 @@ class ClaudeMagics(Magics):
     @line_magic
     def claude_chat(self, line: str) -> None:
         """%claude_chat [list | show [NAME] | reset [NAME|--all]]: the conversations of --chat."""
-        words = shlex.split(line)
+        words = split_args(line)
         action = words[0] if words else "list"
         name = words[1] if len(words) > 1 else None
         if action == "list":
@@ -313,13 +437,13 @@ class ClaudeMagics(Magics):
             print("\n".join(lines) or "no conversations yet: use %%claude --chat [NAME]")
         elif action == "show":
             if name is not None and name not in self.chats.chats:
-                raise UsageError(f"no chat named {name!r}; chats: {', '.join(self.chats.names()) or 'none'}")
+                raise MagicError(f"no chat named {name!r}; chats: {', '.join(self.chats.names()) or 'none'}")
             _display_markdown(self.chats.get(name).to_markdown())
         elif action == "reset":
             gone = self.chats.reset(None if name == "--all" else name or DEFAULT_CHAT)
             print(f"reset chat {', '.join(repr(n) for n in gone)}" if gone else "nothing to reset")
         else:
-            raise UsageError(f"%claude_chat takes list, show [NAME] or reset [NAME|--all], got {action!r}")
+            raise MagicError(f"%claude_chat takes list, show [NAME] or reset [NAME|--all], got {action!r}")
 
     # -- %claude_usage -------------------------------------------------------------------------------
 
@@ -335,28 +459,36 @@ class ClaudeMagics(Magics):
 
     @line_magic
     def claude_cache(self, line: str) -> None:
-        """%claude_cache stats | clear | export PATH | import PATH: the response cache."""
-        words = shlex.split(line)
+        """%claude_cache stats | clear | export PATH | import PATH [--host HOST]: the response cache.
+
+        import --host maps a cassette recorded against one API host (the emulator's 127.0.0.1) to
+        another (api.anthropic.com, what CI uses): answers are never shared across hosts otherwise.
+        """
+        words = split_args(line)
         action = words[0] if words else "stats"
         cache = self.response_cache
         if cache is None:
-            raise UsageError("the response cache is off (%config ClaudeMagics.cache = True turns it on)")
+            raise MagicError("the response cache is off (%config ClaudeMagics.cache = True turns it on)")
         try:
-            if action == "stats":
+            if action == "stats" and len(words) <= 1:
                 print(_cache_stats(cache))
-            elif action == "clear":
-                print(f"removed {cache.clear():,} cached answers from {cache.directory}")
-            elif action in ("export", "import") and len(words) == 2:
-                if action == "export":
-                    print(f"wrote {cache.export(words[1]):,} answers to {words[1]}")
-                else:
-                    print(f"read {cache.import_(words[1]):,} answers from {words[1]}")
+            elif action == "clear" and len(words) == 1:
+                reason = cache.broken
+                removed = cache.clear()
+                print(f"rebuilt the response cache at {cache.directory} (it was unusable: {reason})" if reason
+                      else f"removed {removed:,} cached answers from {cache.directory}")
+            elif action == "export" and len(words) == 2:
+                print(f"wrote {cache.export(words[1]):,} answers to {words[1]}")
+            elif action == "import" and len(words) == 2:
+                print(f"read {cache.import_(words[1]):,} answers from {words[1]}")
+            elif action == "import" and len(words) == 4 and words[2] == "--host":
+                print(f"read {cache.import_(words[1], host=words[3]):,} answers from {words[1]} "
+                      f"for host {words[3]}")
             else:
-                raise UsageError(
-                    f"%claude_cache takes stats, clear, export PATH or import PATH, got {line!r}"
-                )
+                raise MagicError(f"%claude_cache takes stats, clear, export PATH or import PATH "
+                                       f"[--host HOST], got {line.strip()!r}")
         except (ClaudeError, OSError) as exc:
-            raise UsageError(" ".join(str(exc).split())) from exc
+            raise MagicError.of(exc) from None
 
     # -- %claude_emulator ----------------------------------------------------------------------------
 
@@ -368,7 +500,7 @@ class ClaudeMagics(Magics):
         dummy key and a new, empty temporary response cache, so fake answers never reach the real
         one); stop shuts it down, deletes that cache and restores the settings.
         """
-        words = shlex.split(line)
+        words = split_args(line)
         action = words[0] if words else "status"
         if action == "start":
             self._start_emulator(_knobs(words[1:]))
@@ -382,7 +514,7 @@ class ClaudeMagics(Magics):
             running = self._emulator is not None
             print(f"emulator running at {self._emulator.url}" if running else "the emulator is not running")
         else:
-            raise UsageError(f"%claude_emulator takes start [knobs], stop or status, got {action!r}")
+            raise MagicError(f"%claude_emulator takes start [knobs], stop or status, got {action!r}")
 
     def _start_emulator(self, knobs: dict[str, Any]) -> None:
         import tempfile
@@ -390,28 +522,31 @@ class ClaudeMagics(Magics):
         from .emulator import Emulator
 
         if self._emulator is not None:
-            raise UsageError(f"the emulator is already running at {self._emulator.url}: "
+            raise MagicError(f"the emulator is already running at {self._emulator.url}: "
                              "%claude_emulator stop first")
         try:
             emulator = Emulator(**knobs)
         except TypeError as exc:
-            raise UsageError(f"unknown emulator setting: {exc}") from exc
+            raise MagicError(f"unknown emulator setting: {exc}") from exc
+        except ValueError as exc:
+            raise MagicError(str(exc)) from exc
         emulator.start()
         self._drop_client(close_cache=True)
         self._emulator = emulator
         self._emulator_cache_dir = tempfile.mkdtemp(prefix="claude_magic_emulator_")
+        # removed at exit too, if the kernel ends without %claude_emulator stop
+        self._emulator_cleanup = weakref.finalize(emulator, shutil.rmtree, self._emulator_cache_dir, True)
         print(f"emulator running at {emulator.url}; %%claude now talks to it, with an empty temporary "
               "cache (%claude_emulator stop to undo)")
 
     def _stop_emulator(self) -> None:
-        import shutil
-
         emulator, self._emulator = self._emulator, None
         self._drop_client(close_cache=True)
         emulator.stop()
-        if self._emulator_cache_dir is not None:
-            shutil.rmtree(self._emulator_cache_dir, ignore_errors=True)
-            self._emulator_cache_dir = None
+        if self._emulator_cleanup is not None:
+            self._emulator_cleanup()
+            self._emulator_cleanup = None
+        self._emulator_cache_dir = None
 
     # -- %claude_batch -------------------------------------------------------------------------------
 
@@ -426,12 +561,27 @@ class ClaudeMagics(Magics):
 
 def _parse(magic: Any, line: str) -> argparse.Namespace:
     """Like ``parse_argstring`` but with shell quoting: ``-s "Be terse."`` gives ``Be terse.``
-    (IPython's own splitter keeps the quotes)."""
+    (IPython's own splitter keeps the quotes), comments dropped, errors one line."""
+    argv = split_args(line)
     try:
-        argv = shlex.split(line)
-    except ValueError as exc:
-        raise UsageError(f"cannot parse the options {line!r}: {exc}") from exc
-    return magic.parser.parse_args(argv)  # type: ignore[no-any-return]
+        return magic.parser.parse_args(argv)  # type: ignore[no-any-return]
+    except UsageError as exc:
+        raise MagicError.of(exc) from None
+
+
+def _unsafe_to_replace(value: Any) -> str | None:
+    """What a value is, if binding a name to text would destroy something (else None)."""
+    import types
+
+    if isinstance(value, types.ModuleType):
+        return f"the module {value.__name__}"
+    if callable(value):
+        what = "class" if isinstance(value, type) else "function"
+        return f"the {what} {getattr(value, '__name__', '')}".rstrip()
+    module = type(value).__module__.split(".")[0]
+    if module in ("pandas", "polars", "pyarrow") and hasattr(value, "columns"):
+        return f"a {type(value).__name__} (to add a column, use %claude_batch ... -o NAME.column)"
+    return None
 
 
 def _knobs(words: list[str]) -> dict[str, Any]:
@@ -448,7 +598,7 @@ def _knobs(words: list[str]) -> dict[str, Any]:
             name, raw = word, words[i + 1]
             i += 1
         else:
-            raise UsageError(f"emulator settings are --name VALUE or name=VALUE, got {word!r}")
+            raise MagicError(f"emulator settings are --name VALUE or name=VALUE, got {word!r}")
         try:
             value: Any = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
@@ -461,6 +611,9 @@ def _knobs(words: list[str]) -> dict[str, Any]:
 def _cache_stats(cache: ResponseCache) -> str:
     from .pricing import format_cost
 
+    if cache.broken:
+        return (f"the response cache at {cache.directory} is unusable ({cache.broken}): calls run without "
+                "it; %claude_cache clear rebuilds it")
     s = cache.stats
     return (f"{s.entries:,} cached answers, {s.volume_bytes / 1e6:.1f} MB in {cache.directory}"
             f"{' (offline)' if cache.offline else ''}; this kernel: {s.hits:,} hits, {s.misses:,} misses, "

@@ -13,6 +13,7 @@ from ipshell import fails, loaded_shell, run
 from IPython.core.error import UsageError
 
 from claude_magic import batch_magic
+from claude_magic._boundary import MagicError
 from claude_magic.batch import BatchInterrupted, BatchResult, Progress
 from claude_magic.batch_magic import ProgressView, split_line
 
@@ -152,7 +153,7 @@ def test_sources_and_destinations(ip: Any, claude_emulator: Any) -> None:
 def test_bad_input_is_a_one_line_usage_error_and_sends_nothing(ip: Any, claude_emulator: Any, line: str,
                                                                message: str) -> None:
     error = fails(ip, line)
-    assert type(error) is UsageError
+    assert isinstance(error, MagicError)
     assert "\n" not in str(error)
     import re
 
@@ -170,7 +171,7 @@ def test_dest_may_rebind_a_series_a_str_or_an_undefined_name(ip: Any) -> None:
 
 def test_template_on_the_line_and_in_the_cell_is_refused(ip: Any) -> None:
     error = fails(ip, '%%claude_batch df "Q {review}" -o out\nQ {review}\n')
-    assert type(error) is UsageError and "not both" in str(error)
+    assert isinstance(error, MagicError) and "not both" in str(error)
 
 
 def test_dry_run_prints_the_estimate_and_sends_no_message(ip: Any, claude_emulator: Any,
@@ -185,7 +186,7 @@ def test_dry_run_prints_the_estimate_and_sends_no_message(ip: Any, claude_emulat
 
 def test_api_errors_every_row_shares_become_a_usage_error(ip: Any, claude_emulator: Any) -> None:
     error = fails(ip, '%claude_batch df "Q {review}" -o out -m claude-nonexistent-9')
-    assert type(error) is UsageError and "404 not_found_error" in str(error)
+    assert isinstance(error, MagicError) and "404 not_found_error" in str(error)
 
 
 def test_failed_rows_are_listed_and_the_run_goes_on(ip: Any, claude_emulator: Any,
@@ -270,7 +271,8 @@ def test_a_run_where_every_row_fails_keeps_every_label(ip: Any, claude_emulator:
     ip.user_ns["big"] = before.copy()
     claude_emulator.inject(*["400"] * 20)
     error = fails(ip, '%claude_batch big "A {q}" -o big.label')
-    assert type(error) is UsageError and "\n" not in str(error) and "400 invalid_request_error" in str(error)
+    assert isinstance(error, MagicError) and "\n" not in str(error)
+    assert "400 invalid_request_error" in str(error)
     assert ip.user_ns["big"]["label"].tolist() == before["label"].tolist()
     assert ip.user_ns["_claude_batch"].series.isna().all()
 

@@ -19,7 +19,7 @@ from ipshell import fails, loaded_shell, run
 from IPython.core.error import UsageError
 
 import claude_magic
-from claude_magic.magics import ClaudeMagics
+from claude_magic.magics import ClaudeMagics, MagicError
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "sk-ant-test-SECRET-0123456789abcdef"
@@ -210,7 +210,7 @@ def test_interpolation_sends_values_and_leaves_the_rest(ip: Any, emu: Any) -> No
 def test_interpolation_error_is_one_line(ip: Any, emu: Any) -> None:
     run(ip, "nums = [1]")
     err = fails(ip, "%%claude\n{nums[5]}")
-    assert type(err) is UsageError and "{nums[5]}" in str(err) and "\n" not in str(err)
+    assert isinstance(err, MagicError) and "{nums[5]}" in str(err) and "\n" not in str(err)
     assert sent(emu) == []
 
 
@@ -236,7 +236,7 @@ def test_api_errors_fail_the_cell_with_one_line(ip: Any, emu: Any, fault: str, s
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     emu.inject(fault)
     err = fails(ip, "%%claude\nThis will fail")
-    assert type(err) is UsageError  # IPython prints it without a traceback
+    assert isinstance(err, MagicError)  # one line, and an error output in a kernel
     message = str(err)
     assert message.startswith(status) and "(request req_" in message and "\n" not in message
     assert "Traceback" not in capsys.readouterr().err
@@ -248,7 +248,7 @@ def test_broken_stream_keeps_partial_text_marked_incomplete(ip: Any, emu: Any) -
     run(ip, "%config ClaudeMagics.max_wait = 0.0")
     emu.inject(*["cut:after=3"] * 12)
     err = fails(ip, "%%claude\nTell me a story")
-    assert type(err) is UsageError and str(err).startswith("incomplete answer")
+    assert isinstance(err, MagicError) and str(err).startswith("incomplete answer")
     md = final_markdown(ip)
     assert "⚠ incomplete: incomplete answer" in md
     partial = md.split("\n\n<sub>")[0]
@@ -325,7 +325,7 @@ def test_text_mode_prints_as_it_streams(ip: Any, emu: Any, capsys: pytest.Captur
 def test_missing_key_says_how_to_set_one(ip: Any, claude_emulator: Any) -> None:
     run(ip, f"%config ClaudeMagics.base_url = {claude_emulator.url!r}")
     err = fails(ip, "%%claude\nhi")
-    assert type(err) is UsageError
+    assert isinstance(err, MagicError)
     message = str(err)
     for hint in ("ANTHROPIC_API_KEY", "%config ClaudeMagics.api_key", "%claude_emulator start"):
         assert hint in message
@@ -341,10 +341,122 @@ def test_the_key_never_appears_in_outputs(ip: Any, emu: Any, capsys: pytest.Capt
     run(ip, "%claude_usage")
     run(ip, "%claude_cache stats")
     texts = [capsys.readouterr(), outputs(ip), repr(magics(ip)), repr(magics(ip)._client), repr(shown),
-             json.dumps(ip.user_ns["_claude"].to_dict())]
-    assert SECRET not in str(texts)
-    assert "'<hidden>'" in str(texts[0])
-    assert shown == SECRET  # the value itself is intact, only its repr hides it
+             json.dumps(ip.user_ns["_claude"].to_dict()), str(ip.config), repr(ip.config)]
+    assert SECRET not in str(texts) and SECRET[:-4] not in str(texts)
+    assert "'<hidden>'" in str(texts[0])  # the trait's current value, as %config ClaudeMagics lists it
+    assert shown == "<hidden: set>"  # the config object holds a marker; the key is kept apart
+
+
+# -- trust: the key, -o, partial answers, placeholders --------------------------------------------------
+
+
+def test_a_key_typed_in_a_cell_is_warned_about_and_claude_key_asks_unseen(
+        ip: Any, claude_emulator: Any, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    run(ip, f"%config ClaudeMagics.base_url = {claude_emulator.url!r}")
+    capsys.readouterr()
+    run(ip, f"my_key = {SECRET!r}")
+    warned = capsys.readouterr().err
+    assert "looks like an API key" in warned and "%claude_key" in warned and warned.count("\n") == 1
+    ip.user_ns.pop("my_key")
+    import getpass
+
+    monkeypatch.setattr(getpass, "getpass", lambda prompt="": "  " + SECRET + "\n")
+    run(ip, "%claude_key")
+    out = capsys.readouterr()
+    assert SECRET not in out.out + out.err and "key set for this kernel" in out.out
+    assert "claude_key" not in str(ip.config) and SECRET not in str(ip.config)
+    run(ip, "%config ClaudeMagics.display = 'handle'")
+    run(ip, "%%claude\nwho am I?")
+    assert claude_emulator.requests[-1].headers["x-api-key"] == "REDACTED"  # the emulator got one
+    assert magics(ip).client.has_api_key
+    run(ip, "%claude_key --clear")
+    assert not magics(ip).client.has_api_key
+
+
+def test_a_bad_key_in_config_is_one_line_and_not_shown(ip: Any, capsys: pytest.CaptureFixture[str],
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    ip.run_cell("%config ClaudeMagics.api_key = 'sk-ant-bad\\x00key-0123456789abcdef'")
+    out = capsys.readouterr()
+    text = out.out + out.err + caplog.text
+    assert "NUL" in text and "0123456789abcdef" not in text
+
+
+def test_interpolating_the_key_is_refused(ip: Any, emu: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
+    run(ip, "import os")
+    for cell in ("%%claude\nWhat is {os.environ}?", "%%claude\n{os.environ['ANTHROPIC_API_KEY']}",
+                 "%%claude -s '{os.environ}'\nhi"):
+        err = fails(ip, cell)
+        assert isinstance(err, MagicError) and "holds the API key" in str(err) and SECRET not in str(err)
+    assert sent(emu) == []
+    ip.user_ns.pop("os")
+
+
+def test_ipython_does_not_expand_the_line_of_claude(ip: Any, emu: Any) -> None:
+    run(ip, "tone = 'Be terse.'")
+    run(ip, "%%claude -s '$tone {tone}'\nhi")
+    assert sent(emu)[-1]["system"] == "$tone Be terse."  # ours: {tone}; IPython's $tone: not expanded
+    ip.user_ns.pop("tone")
+
+
+def test_unfilled_placeholders_are_warned_in_one_line(ip: Any, emu: Any,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    run(ip, "import pandas as pd\ndf = pd.DataFrame({'x': range(240)})")
+    capsys.readouterr()
+    run(ip, "%%claude\nSummarise {df.describe()} and {nope}; rows: {df}")
+    err = capsys.readouterr().err
+    [line] = [x for x in err.splitlines() if x.startswith("claude (prompt)")]
+    assert "{df.describe()} (a call" in line and "{nope} (not defined)" in line
+    assert last_prompt(emu).count("\n") >= 240  # the whole table went, as CSV
+    for name in ("pd", "df"):
+        ip.user_ns.pop(name)
+
+
+@pytest.mark.parametrize("name", ["get_ipython", "frame", "json_mod", "print"])
+def test_out_never_replaces_a_frame_a_module_or_a_function(ip: Any, emu: Any, name: str) -> None:
+    import pandas as pd
+
+    ip.user_ns.update(frame=pd.DataFrame({"a": [1]}), json_mod=json)
+    before = ip.user_ns.get(name)
+    err = fails(ip, f"%%claude -o {name}\nhi")
+    assert isinstance(err, MagicError) and f"-o {name} would replace" in str(err)
+    assert ip.user_ns.get(name) is before and sent(emu) == []
+    for n in ("frame", "json_mod"):
+        ip.user_ns.pop(n)
+
+
+def test_text_that_arrived_before_a_failure_is_kept_in_out_and_underscore_claude(ip: Any, emu: Any) -> None:
+    run(ip, "%config ClaudeMagics.max_wait = 0.0")
+    emu.inject(*["cut:after=3"] * 12)
+    err = fails(ip, "%%claude -o answer\nTell me a story")
+    partial = ip.user_ns["answer"]
+    reply = ip.user_ns["_claude"]
+    assert partial and reply.text == partial and reply.incomplete == str(err)
+    assert final_markdown(ip).startswith(partial)
+
+
+def test_comments_after_a_line_magic_and_usage_of_the_cell_magic(ip: Any) -> None:
+    run(ip, "%claude_emulator status          # optional: a comment")
+    run(ip, "%claude_emulator start   # optional: try everything offline")
+    run(ip, "%claude_emulator stop  # done")
+    doc = ip.find_cell_magic("claude").__doc__
+    assert "%%claude [-m MODEL]" in doc and "  %claude [" not in doc
+
+
+def test_a_failing_magic_renders_one_line_for_a_kernel(ip: Any) -> None:
+    err = fails(ip, "%%claude --max-tokens 0\nhi")
+    assert isinstance(err, MagicError)
+    assert err._render_traceback_() == [
+        "UsageError: argument --max-tokens: must be a positive integer, got '0'"]
+
+
+def test_the_python_handle_is_the_magics_client(ip: Any, emu: Any) -> None:
+    run(ip, "import claude_magic\nc = claude_magic.client()\nr = c.complete('hello from Python')")
+    assert ip.user_ns["c"] is magics(ip).client
+    assert sent(emu)[-1]["messages"][0]["content"] == "hello from Python"
+    for n in ("c", "r"):
+        ip.user_ns.pop(n)
 
 
 # -- chat ------------------------------------------------------------------------------------------
@@ -459,7 +571,7 @@ def test_cache_stats_export_clear_import(ip: Any, emu: Any, tmp_path: Path,
     bad = tmp_path / "bad.jsonl"
     bad.write_text("not json\n")
     err = fails(ip, f"%claude_cache import {bad}")
-    assert type(err) is UsageError and "bad.jsonl" in str(err)
+    assert isinstance(err, MagicError) and "bad.jsonl" in str(err)
     assert "takes stats, clear" in str(fails(ip, "%claude_cache frobnicate"))
 
 
@@ -469,7 +581,7 @@ def test_offline_mode_makes_a_miss_an_error(ip: Any, emu: Any) -> None:
     run(ip, "%%claude\nrecorded")
     assert ip.user_ns["_claude"].cached
     err = fails(ip, "%%claude\nnever recorded")
-    assert type(err) is UsageError and "offline" in str(err) and "never recorded" in str(err)
+    assert isinstance(err, MagicError) and "offline" in str(err) and "never recorded" in str(err)
 
 
 def test_emulator_magic_starts_points_and_stops(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
