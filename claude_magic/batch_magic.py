@@ -424,8 +424,10 @@ class ProgressView:
             self._box.close()
         if self._handle is not None:
             self._handle.update({"text/plain": line or ""}, raw=True)
-        elif line:
-            print(line)
+        elif line:  # the same kind of output as a live run leaves (record and replay save alike)
+            from IPython.display import display
+
+            display({"text/plain": line}, raw=True)
 
 
 def _bar(p: Progress, width: int = 20) -> str:

@@ -68,7 +68,8 @@ from diskcache.core import MODE_RAW, MODE_TEXT, UNKNOWN
 from .errors import ConfigError
 from .reply import check_dict
 
-__all__ = ["CacheKey", "CacheStats", "CorruptEntry", "JSONDisk", "ResponseCache", "default_cache_dir"]
+__all__ = ["CacheKey", "CacheStats", "CorruptEntry", "JSONDisk", "ResponseCache", "append_to_cassette",
+           "default_cache_dir"]
 
 log = logging.getLogger(__name__)
 _user_log = logging.getLogger("claude_magic")  # what the person must see: a store that fails
@@ -546,6 +547,17 @@ def _origin(key: str, tag: Any) -> dict[str, str]:
     except ValueError:
         pass
     return {}
+
+
+def append_to_cassette(path: str | os.PathLike[str], key: str, value: Mapping[str, Any]) -> None:
+    """Add one reply to a cassette file, in the format ``export`` writes (a recording run)."""
+    item = {"key": str(key), **({"host": key.host, "request": key.request} if isinstance(key, CacheKey)
+                                else {}), "value": dict(value)}
+    line = json.dumps(item, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n"
+    target = Path(path).expanduser()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "a", encoding="utf-8", newline="\n") as out:
+        out.write(line)
 
 
 def _write_cassette(out: IO[str], cache: diskcache.Cache) -> int:

@@ -31,7 +31,7 @@ from httpx_sse import EventSource
 
 from . import _http, _httpcore_fix, _secrets, _wire
 from ._call import CONTINUE_PROMPT, GRACE, MAX_RESUMES, READ_TIMEOUT_BASE, Call, Seam, Thought, read_timeout
-from .cache import ResponseCache
+from .cache import ResponseCache, append_to_cassette
 from .errors import (
     APIConnectionError,
     APIError,
@@ -162,6 +162,7 @@ class Client:
         max_connections: int = 100,
         stream_idle_timeout: float = STREAM_IDLE_TIMEOUT,
         retry_policy: RetryPolicy | None = None,
+        cassette: str | os.PathLike[str] | None = None,
     ) -> None:
         _secrets.install_log_filter()
         if api_key is not None and (isinstance(api_key, _secrets.Secret) or str(api_key).strip()):
@@ -183,6 +184,10 @@ class Client:
         # a copy: a policy shared between clients must not take one client's max_wait
         self.retry_policy = dataclasses.replace(retry_policy or RetryPolicy(), max_wait=float(max_wait))
         self.offline = _env_flag("CLAUDE_MAGIC_OFFLINE") if offline is None else offline
+        # A cassette: recorded into (each answer appended) or, offline, replayed from (loaded into
+        # the cache once, mapped to this client's host: replaying is asking for that mapping).
+        self.cassette = cassette or os.environ.get("CLAUDE_MAGIC_CASSETTE") or None
+        self._cassette_loaded = False
         self.extra_headers = dict(extra_headers or {})
         self.stream_idle_timeout = stream_idle_timeout
         self._cache_dir = cache_dir
@@ -199,6 +204,7 @@ class Client:
         self.history: list[Reply] = []
         self.last_reply: Reply | None = None
         self.ratelimit: dict[str, Any] = {}
+        self._replayed: set[str] = set()
         self.closed = False
 
     def _set_base_url(self, raw: str) -> None:
@@ -240,7 +246,23 @@ class Client:
             with self._lock:
                 if self._cache is None:
                     self._cache = ResponseCache(self._cache_dir, offline=self.offline)
+        if self.offline and self.cassette and not self._cassette_loaded and self._cache is not None:
+            self._replay_cassette(self._cache)
         return self._cache
+
+    def _replay_cassette(self, cache: ResponseCache) -> None:
+        from pathlib import Path
+
+        with self._lock:
+            if self._cassette_loaded:
+                return
+            path = Path(str(self.cassette)).expanduser()
+            if not path.exists():
+                raise ConfigError(f"no cassette at {path} (CLAUDE_MAGIC_CASSETTE) to replay: record it "
+                                  "first, by running the notebook once with CLAUDE_MAGIC_CASSETTE set and no "
+                                  "CLAUDE_MAGIC_OFFLINE")
+            cache.import_(path, host=self._host)
+            self._cassette_loaded = True
 
     def build_body(
         self,
@@ -347,6 +369,14 @@ class Client:
             value = cache.get(prep.key)
             if value is not None:
                 reply = Reply.from_dict(value)
+                if self.offline and prep.key not in self._replayed:
+                    # A replay (offline mode) gives each answer as its recording run did: the first
+                    # time as answered then (cost, time, retries), later times as cache hits, so that
+                    # record and replay leave the same outputs (what nbval compares).
+                    self._replayed.add(prep.key)
+                    reply.extra["replayed"] = True
+                    self._record(reply)
+                    return reply
                 reply.extra["saved_cost"] = reply.cost
                 reply.cached, reply.cost, reply.retries, reply.resumed = True, 0.0, 0, 0
                 reply.latency = reply.ttft = time.perf_counter() - started
@@ -485,6 +515,8 @@ class Client:
         reply = self._reply(call, message, time.perf_counter() - call.started)
         if prep.store and prep.key is not None and (cache := self.cache) is not None:
             cache.set(prep.key, reply.to_dict())
+            if self.cassette and not self.offline:
+                append_to_cassette(self.cassette, prep.key, reply.to_dict())
         self._record(reply)
         return reply
 

@@ -80,13 +80,14 @@ def _kernel_manager_class() -> type:
 
 
 def execute_notebook(path: Path, out: Path, *, display: str = "handle",
-                     timeout: int = CELL_TIMEOUT) -> Summary:
+                     timeout: int = CELL_TIMEOUT, env: dict[str, str] | None = None) -> Summary:
     """Execute ``path`` in a fresh kernel started in its folder, write the result to ``out``.
 
     ``display`` is ``CLAUDE_MAGIC_DISPLAY`` for the kernel: ``handle`` streams through display
     updates (front ends and nbclient apply them), ``final`` shows each answer once (what nbval
     sees). Neither records widget state in the file. The partial notebook is written even when a
-    cell fails, so the failure can be read there. Raises DemoError.
+    cell fails, so the failure can be read there. ``env`` adds to the kernel's environment (which
+    otherwise has no ANTHROPIC_* or CLAUDE_MAGIC_OFFLINE of the caller's). Raises DemoError.
     """
     import nbformat
     from nbclient import NotebookClient
@@ -96,7 +97,9 @@ def execute_notebook(path: Path, out: Path, *, display: str = "handle",
         nb = nbformat.read(path, as_version=4)
     except (OSError, ValueError) as exc:
         raise DemoError(f"cannot read the notebook {path}: {exc}") from exc
+    extra = env or {}
     env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
+    env.update(extra)
     env["CLAUDE_MAGIC_DISPLAY"] = display
     env["PYTHONUNBUFFERED"] = "1"
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,

@@ -62,8 +62,10 @@ class Backend(Protocol):
 
 
 def detect_mode(shell: Any = None, requested: str | None = None) -> str:
-    """``widget`` in a kernel with ipywidgets, ``text`` in a terminal or script, else ``handle``."""
-    requested = requested or os.environ.get("CLAUDE_MAGIC_DISPLAY") or "auto"
+    """``widget`` in a kernel with ipywidgets, ``text`` in a terminal or script, else ``handle``;
+    ``final`` when replaying offline (answers come at once, and nbval compares first outputs)."""
+    offline = os.environ.get("CLAUDE_MAGIC_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    requested = requested or os.environ.get("CLAUDE_MAGIC_DISPLAY") or ("final" if offline else "auto")
     if requested in MODES:
         return requested
     if shell is None:

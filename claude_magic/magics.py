@@ -327,7 +327,8 @@ class ClaudeMagics(Magics):
             conversation = self.chats.get(args.chat)
             key = chat.cell_key(self.shell, f"{line}\n{cell}")
             plan = conversation.plan(key, prompt, self.chat_token_budget)
-        view = StreamView(detect_mode(self.shell, None if self.display == "auto" else self.display),
+        requested = self.display if self.display != "auto" else ("final" if self.offline else None)
+        view = StreamView(detect_mode(self.shell, requested),
                           max_rate=self.max_redraw_rate, show_thinking=args.thinking,
                           notes=plan.notes if plan else ())
         reply = self._ask(view, plan.messages if plan else prompt, args, options)

@@ -579,7 +579,10 @@ def test_offline_mode_makes_a_miss_an_error(ip: Any, emu: Any) -> None:
     run(ip, "%%claude\nrecorded")
     run(ip, "%config ClaudeMagics.offline = True")
     run(ip, "%%claude\nrecorded")
-    assert ip.user_ns["_claude"].cached
+    first = ip.user_ns["_claude"]  # a replay gives the answer as recorded, the first time
+    assert first.extra["replayed"] and not first.cached and len(sent(emu)) == 1
+    run(ip, "%%claude\nrecorded")
+    assert ip.user_ns["_claude"].cached  # later times as the cache hits they were
     err = fails(ip, "%%claude\nnever recorded")
     assert isinstance(err, MagicError) and "offline" in str(err) and "never recorded" in str(err)
 

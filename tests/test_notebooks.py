@@ -9,6 +9,7 @@ cache of its own; ``display = 'final'`` shows one output; and ``python -m claude
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -301,3 +302,52 @@ def test_demo_summary_counts() -> None:
 
     assert Summary(1, 1, 1, 0.5).line() == "1 cell run, 1 answer streamed, 1 cache hit, total cost $0.5000"
     assert Summary(3, 0, 2, 0.0).line() == "3 cells run, 0 answers streamed, 2 cache hits, total cost $0"
+
+
+# -- the README's CI recipe, end to end: record, commit, replay with strict nbval -----------------------
+
+
+def _nbval(notebook: Path, *flags: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-rA", "-p", "no:cacheprovider", "-p", "no:randomly", "--rootdir",
+         str(notebook.parent), "-c", os.devnull, *flags, str(notebook)],
+        cwd=notebook.parent, env=_clean_env(**env), capture_output=True, text=True, timeout=180)
+
+
+def test_ci_recipe_records_once_and_replays_identically_with_strict_nbval(tmp_path: Path,
+                                                                          claude_emulator: Any) -> None:
+    from claude_magic.demo import execute_notebook
+
+    source = tmp_path / "analysis.ipynb"
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("%load_ext claude_magic"),
+        nbformat.v4.new_code_cell("%%claude -m claude-haiku-5-5\nName three rivers."),
+        nbformat.v4.new_code_cell("%%claude -m claude-haiku-5-5\nName three rivers."),
+        nbformat.v4.new_code_cell("%%claude -m claude-haiku-5-5 -o lakes\nName three lakes."),
+        nbformat.v4.new_code_cell("print(lakes.split()[0], _claude.cached)"),
+    ])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, source)
+    cassette = tmp_path / "analysis.cassette.jsonl"
+    recorded = tmp_path / "recorded" / "analysis.ipynb"
+    # 1. record against "the API" (the emulator stands in: another host than api.anthropic.com)
+    summary = execute_notebook(source, recorded, display="final", env={
+        "ANTHROPIC_BASE_URL": claude_emulator.url, "ANTHROPIC_API_KEY": "sk-ant-api03-recording-0123456789",
+        "CLAUDE_MAGIC_CASSETTE": str(cassette), "CLAUDE_MAGIC_CACHE_DIR": str(tmp_path / "dev-cache")})
+    assert (summary.streamed, summary.cache_hits) == (2, 1)
+    lines = [json.loads(line) for line in cassette.read_text().splitlines()]
+    assert [e["host"] for e in lines] == ["127.0.0.1"] * 2 and "recording" not in cassette.read_text()
+    # 2. CI: no key, no URL, a new cache; strict nbval, no sanitiser: the outputs are the recording's
+    ci = {"CLAUDE_MAGIC_OFFLINE": "1", "CLAUDE_MAGIC_CASSETTE": str(cassette),
+          "CLAUDE_MAGIC_CACHE_DIR": str(tmp_path / "ci-cache")}
+    done = _nbval(recorded, "--nbval", **ci)
+    assert done.returncode == 0 and "5 passed" in done.stdout, done.stdout[-3000:]
+    # 3. a prompt edited without re-recording fails its cell, in both modes, with our one line
+    edited = nbformat.read(recorded, as_version=4)
+    edited.cells[3].source = edited.cells[3].source.replace("three lakes", "four lakes")
+    nbformat.write(edited, recorded)
+    for mode in ("--nbval", "--nbval-lax"):
+        done = _nbval(recorded, mode, **ci)
+        assert done.returncode == 1, (mode, done.stdout[-3000:])
+        assert 'CacheMiss: offline mode (CLAUDE_MAGIC_OFFLINE) and no cached answer for "Name four lakes."' \
+            in done.stdout, (mode, done.stdout[-3000:])
