@@ -18,8 +18,8 @@ __all__ = [
     "ResponseCache",
     "Usage",
     "__version__",
-    "client",
     "errors",
+    "get_client",
     "load_ipython_extension",
     "map_prompts",
     "unload_ipython_extension",
@@ -76,10 +76,11 @@ def _kernel_client() -> Any:
 _default_client: Any = None
 
 
-def client() -> Client:
+def get_client() -> Client:
     """The client to use from Python: in a notebook where ``%load_ext claude_magic`` ran, the
     magics' own (their ``%config``, key, cache, emulator and ``%claude_usage`` table); elsewhere one
-    ``Client()`` from the environment, made on first use and shared, closed at exit."""
+    ``Client()`` from the environment, made on first use and shared, closed at exit. (Not named
+    ``client``: that is the module ``claude_magic.client``.)"""
     global _default_client
     shared = _kernel_client()
     if shared is not None:

@@ -386,8 +386,8 @@ class Client:
             shown = json.dumps(prep.body["messages"][-1]["content"], ensure_ascii=False)
             raise CacheMiss(
                 f"offline mode (CLAUDE_MAGIC_OFFLINE) and no cached answer for {shown[:80]}"
-                f"{'…' if len(shown) > 80 else ''}: record it once with an API key, or import "
-                "a cassette with %claude_cache import PATH"
+                f"{'…' if len(shown) > 80 else ''}: record it once (with your key and CLAUDE_MAGIC_CASSETTE "
+                "set), or import a cassette with %claude_cache import PATH"
             )
         return None
 

@@ -24,6 +24,7 @@ from typing import Any
 __all__ = ["DemoError", "Summary", "execute_notebook", "main"]
 
 DEFAULT_NOTEBOOK = Path("notebooks") / "quickstart.ipynb"
+SANITIZER = Path(__file__).with_name("sanitize.cfg")  # nbval's --nbval-sanitize-with file, shipped
 DEFAULT_OUT = Path("artifacts") / "quickstart.ipynb"
 CELL_TIMEOUT = 120  # seconds; a cell against the emulator takes well under one
 # Settings of the caller's shell that would change what the notebook does (the emulator
@@ -34,7 +35,8 @@ _PROBE = """\
 import json as _json
 _magic = get_ipython().find_cell_magic("claude")
 _h = _magic.__self__.history() if _magic is not None else []
-print(_json.dumps({"streamed": sum(not r.cached for r in _h), "cache_hits": sum(r.cached for r in _h),
+_hit = [r.cached or bool(r.extra.get("replayed")) for r in _h]
+print(_json.dumps({"streamed": _hit.count(False), "cache_hits": _hit.count(True),
                    "cost": sum(r.cost or 0.0 for r in _h)}))
 """
 
@@ -173,7 +175,12 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"where to write the executed notebook (default: {DEFAULT_OUT.parent}/NAME)")
     parser.add_argument("--display", choices=("handle", "final"), default="handle",
                         help="how answers are shown in the kernel (final: once, as nbval sees them)")
+    parser.add_argument("--sanitizer", action="store_true",
+                        help="print the path of the nbval sanitiser file shipped with the package, and exit")
     args = parser.parse_args(argv)
+    if args.sanitizer:
+        print(SANITIZER)
+        return 0
     out = args.out if args.out is not None else DEFAULT_OUT.parent / args.notebook.name
     if not args.notebook.is_file():
         print(f"no notebook at {args.notebook}: run this from the root of a claude_magic checkout, "

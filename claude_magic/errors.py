@@ -23,7 +23,8 @@ exception is made (the last line of defence).
     ├── APIConnectionError      no answer: connection refused or cut, timeout
     ├── StreamInterrupted       a stream broke and could not be resumed (keeps the partial text)
     ├── CacheMiss               offline mode and the prompt is not in the cache
-    └── BudgetExceeded          a batch stopped before the spend would pass its budget
+    └── BudgetExceeded          a batch stopped before the spend would pass its budget, or a
+                                row's worst case alone passes it (that row's error)
 """
 
 from __future__ import annotations

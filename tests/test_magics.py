@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import types
 from collections.abc import Iterator
@@ -71,21 +70,20 @@ def last_prompt(emulator: Any) -> Any:
 # -- loading -------------------------------------------------------------------------------------
 
 
-def test_load_ext_is_fast_and_imports_nothing_heavy() -> None:
+def test_load_ext_imports_nothing_heavy() -> None:
+    # What keeps %load_ext fast (~5 ms), checked by what it imports rather than by a clock that a
+    # busy machine stretches.
     code = (
-        "import sys, time\n"
+        "import sys\n"
         "from IPython.testing.globalipapp import get_ipython\n"
         "ip = get_ipython()\n"
-        "t = time.perf_counter(); ip.run_line_magic('load_ext', 'claude_magic')\n"
-        "ms = (time.perf_counter() - t) * 1000\n"
+        "ip.run_line_magic('load_ext', 'claude_magic')\n"
         "heavy = [m for m in ('httpx', 'diskcache', 'ipywidgets', 'claude_magic.client', "
         "'claude_magic.cache', 'claude_magic.emulator') if m in sys.modules]\n"
-        "print(ms, heavy, ip.find_cell_magic('claude') is not None)\n"
+        "print(heavy, ip.find_cell_magic('claude') is not None)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    ms, rest = out.stdout.split(" ", 1)
-    assert rest.strip() == "[] True"
-    assert float(ms) < 200  # ~5 ms with bytecode cached; generous for a cold, busy CI machine
+    assert out.stdout.strip() == "[] True"
 
 
 def test_import_claude_magic_is_light_and_exports_lazily() -> None:
@@ -258,29 +256,32 @@ def test_broken_stream_keeps_partial_text_marked_incomplete(ip: Any, emu: Any) -
     assert not ip.user_ns["_claude"].cached
 
 
-def test_interrupt_stops_within_a_second_and_keeps_the_partial_text(ip: Any, emu: Any) -> None:
-    emu.configure(token_rate=30)
+def test_interrupt_stops_the_stream_and_keeps_the_partial_text(ip: Any, emu: Any,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from claude_magic.display import HandleBackend
+
+    emu.configure(token_rate=30)  # 89 tokens: about 3 s to the end of the answer
     run(ip, "%config ClaudeMagics.model = 'claude-haiku-5-5'")  # no thinking phase: text comes at once
-    fired: list[float] = []
+    shown_at_interrupt: list[str] = []
+    live = HandleBackend.live
 
-    def interrupt_when_text_shows() -> None:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if any(o["update"] and len(o["data"]["text/plain"]) > 20 for o in outputs(ip)):
-                break
-            time.sleep(0.01)
-        fired.append(time.monotonic())
-        _thread.interrupt_main()
+    def ctrl_c_once_text_shows(self: Any, body: str) -> None:
+        live(self, body)
+        if len(body) > 20 and not shown_at_interrupt:
+            shown_at_interrupt.append(body)
+            _thread.interrupt_main()  # as Ctrl-C: KeyboardInterrupt at the main thread's next step
 
-    threading.Thread(target=interrupt_when_text_shows, daemon=True).start()
+    monkeypatch.setattr(HandleBackend, "live", ctrl_c_once_text_shows)
     result = ip.run_cell("%%claude --max-tokens 2000\nTell me a very long story")
-    stopped = time.monotonic()
     assert isinstance(result.error_in_exec, KeyboardInterrupt)
-    assert stopped - fired[0] < 1.0
     md = final_markdown(ip)
-    assert "⚠ incomplete: interrupted" in md and len(md.split("\n\n<sub>")[0]) > 20
-    run(ip, "%%claude --no-cache\nStill usable?")  # the client survived the interrupt
-    assert ip.user_ns["_claude"].text
+    partial = md.split("\n\n<sub>")[0]
+    assert "⚠ incomplete: interrupted" in md and partial.startswith(shown_at_interrupt[0])
+    emu.configure(token_rate=None)
+    run(ip, "%%claude --no-cache --max-tokens 2000\nTell me a very long story")  # the client survived
+    whole = ip.user_ns["_claude"].text
+    # the cell did not wait for the rest of the answer: what it kept is a strict prefix of it
+    assert whole.startswith(partial) and len(partial) < len(whole)
 
 
 def test_thinking_is_shown_collapsed(ip: Any, emu: Any) -> None:
@@ -288,8 +289,8 @@ def test_thinking_is_shown_collapsed(ip: Any, emu: Any) -> None:
     reply = ip.user_ns["_claude"]
     assert sent(emu)[-1]["thinking"]["type"] == "adaptive"
     md = final_markdown(ip)
-    if reply.thinking:
-        assert md.startswith("<details><summary>Thinking</summary>") and reply.text in md
+    assert reply.thinking  # the emulator's opus always thinks: the check below always runs
+    assert md.startswith("<details><summary>Thinking</summary>") and reply.text in md
     run(ip, "%%claude\nThink about it")
     assert "<details>" not in final_markdown(ip)
 
@@ -301,7 +302,8 @@ def test_thinking_shows_live_until_the_answer_starts(ip: Any, emu: Any,
     shown: list[str] = []
     live = HandleBackend.live
     monkeypatch.setattr(HandleBackend, "live", lambda self, body: (shown.append(body), live(self, body))[1])
-    emu.configure(token_rate=400)  # the answer takes long enough to be drawn live too
+    # every delta drawn: whether the answer is drawn live must not depend on how fast it arrives
+    run(ip, "%config ClaudeMagics.max_redraw_rate = 0")
     run(ip, "%%claude --thinking --no-cache -m claude-opus-5-5 --max-tokens 200\nThink about it")
     assert ip.user_ns["_claude"].thinking
     statuses = [i for i, body in enumerate(shown) if body.startswith("… *thinking,")]
@@ -452,7 +454,7 @@ def test_a_failing_magic_renders_one_line_for_a_kernel(ip: Any) -> None:
 
 
 def test_the_python_handle_is_the_magics_client(ip: Any, emu: Any) -> None:
-    run(ip, "import claude_magic\nc = claude_magic.client()\nr = c.complete('hello from Python')")
+    run(ip, "import claude_magic\nc = claude_magic.get_client()\nr = c.complete('hello from Python')")
     assert ip.user_ns["c"] is magics(ip).client
     assert sent(emu)[-1]["messages"][0]["content"] == "hello from Python"
     for n in ("c", "r"):
@@ -639,6 +641,15 @@ def _idle(msg: dict[str, Any]) -> bool:
     return msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle"
 
 
+def _whole_answer(prompt: str, **options: Any) -> str:
+    """What the emulator answers (a deterministic function of the request), asked here at full speed."""
+    from claude_magic import Client
+    from claude_magic.emulator import Emulator
+
+    with Emulator() as emulator, Client(api_key="k", base_url=emulator.url, cache=False) as client:
+        return client.complete(prompt, **options).text
+
+
 def test_in_a_real_kernel_streams_into_a_widget_and_stops_on_interrupt(tmp_path: Path) -> None:
     from jupyter_client.manager import start_new_kernel
 
@@ -659,17 +670,17 @@ def test_in_a_real_kernel_streams_into_a_widget_and_stops_on_interrupt(tmp_path:
         streamed = _iopub_until(kc, msg_id, partial_text_in_widget)
         assert any(m["msg_type"] == "update_display_data" and "application/vnd.jupyter.widget-view+json"
                    in m["content"]["data"] for m in streamed)  # the widget took the placeholder's place
-        interrupted_at = time.monotonic()
         km.interrupt_kernel()
-        reply = kc.get_shell_msg(timeout=10)
-        # The target is one second; the bound here leaves room for a loaded
-        # 2-core CI machine and still proves the cell did not wait for the rest (89 tokens at 10/s).
-        assert time.monotonic() - interrupted_at < 3.0
+        reply = kc.get_shell_msg(timeout=30)  # a hang guard, not a measure: the check is the text below
         assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
         rest = _iopub_until(kc, msg_id, _idle)
         final = [m for m in rest if m["msg_type"] == "update_display_data"][-1]["content"]["data"]
         assert set(final) == {"text/markdown", "text/plain"}  # the widget is gone from the output
         assert "⚠ incomplete: interrupted" in final["text/markdown"]
+        # the cell stopped without waiting for the rest of the answer (89 tokens at 10/s)
+        partial = final["text/markdown"].split("\n\n<sub>")[0]
+        whole = _whole_answer("Tell me a very long story", model="claude-haiku-5-5", max_tokens=2000)
+        assert partial and whole.startswith(partial) and len(partial) < len(whole)
 
         kc.execute("%%claude --chat\nfirst\n")
         assert kc.get_shell_msg(timeout=30)["content"]["status"] == "ok"

@@ -22,7 +22,7 @@ MODULES = sorted(
 
 def test_the_package_offers_exactly_its_all() -> None:
     assert sorted(claude_magic.__all__) == sorted([
-        "Client", "Reply", "ResponseCache", "Usage", "__version__", "client", "errors",
+        "Client", "Reply", "ResponseCache", "Usage", "__version__", "errors", "get_client",
         "load_ipython_extension", "map_prompts", "unload_ipython_extension",
     ])
     for name in claude_magic.__all__:
