@@ -38,3 +38,20 @@ def pytest_runtest_setup(item: Any) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def _is_cell(item: Any) -> bool:
+    return type(item).__name__ == "IPyNbCell"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[Any]) -> None:
+    """A notebook's cells share one kernel and run top to bottom: after a plugin that shuffles the
+    tests (pytest-randomly), put them back in order, each notebook's cells together, in the places
+    the cells were given."""
+    notebooks: dict[str, list[Any]] = {}
+    for item in items:
+        if _is_cell(item):
+            notebooks.setdefault(item.parent.nodeid, []).append(item)
+    in_order = iter([c for cells in notebooks.values() for c in sorted(cells, key=lambda c: c.cell_num)])
+    items[:] = [next(in_order) if _is_cell(item) else item for item in items]
