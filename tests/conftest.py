@@ -31,3 +31,23 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[N
             monkeypatch.delenv(name)
     monkeypatch.setenv("CLAUDE_MAGIC_CACHE_DIR", str(tmp_path / "user-cache"))
     yield
+
+
+class BatchClock:
+    """The emulator's Message Batches clock, moved by the test: a batch's requests finish and the
+    batch ends when the test says, never because a loaded machine spent real time elsewhere."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def time(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def batch_clock(monkeypatch: pytest.MonkeyPatch) -> BatchClock:
+    from claude_magic.emulator import batches
+
+    clock = BatchClock()
+    monkeypatch.setattr(batches, "time", clock)
+    return clock
