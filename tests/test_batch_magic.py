@@ -215,7 +215,6 @@ def test_interrupt_keeps_finished_rows_in_dest(ip: Any, claude_emulator: Any,
     sent = set(prompts(claude_emulator))  # finished requests plus the few in flight at the interrupt
     assert {f"A {q}" for q in ip.user_ns["big"]["q"][answers.notna()]} <= sent
     assert len(sent) - answers.notna().sum() <= 8
-    ip.user_ns.pop("big")
 
 
 # -- a run that stops early changes only the rows it answered ---------------------------------------
@@ -355,10 +354,13 @@ def test_text_progress_rewrites_one_line_then_leaves_the_summary(capsys: pytest.
 
 
 def test_progress_is_throttled() -> None:
-    view = ProgressView("text", rate=2, stream=io.StringIO())
+    # one draw in 1,000 s at most: however slow the machine, the 100 calls fall inside the interval
+    view = ProgressView("text", rate=0.001, stream=io.StringIO())
     for i in range(100):
         view(Progress(total=100, done=i))
     assert view.draws == 1
+    view(Progress(total=100, done=100, finished=True))  # the end is always drawn
+    assert view.draws == 2
 
 
 def test_handle_progress_ends_as_plain_text(ip: Any) -> None:
