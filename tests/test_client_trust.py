@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from canary import TEST_KEY
 from test_client import FULL, TEXT, Server, api_error, ok_stream, sse, stream_events
 
 from claude_magic import _http
@@ -26,7 +27,7 @@ from claude_magic.errors import (
 )
 from claude_magic.retry import RetryPolicy
 
-KEY = "sk-ant-api03-TRUST-abcdefghijklmnop-0123456789"
+KEY = TEST_KEY
 FAST = RetryPolicy(initial=0.001, max_backoff=0.002)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from canary import TEST_KEY
 
 from claude_magic.client import CONTINUE_PROMPT, Client
 from claude_magic.errors import (
@@ -35,7 +36,7 @@ PROMPT = "Tell me a short story about a lighthouse keeper and a data frame."
 @pytest.fixture
 def client(claude_emulator, tmp_path):
     c = Client(
-        api_key="sk-test",
+        api_key=TEST_KEY,
         base_url=claude_emulator.url,
         cache_dir=tmp_path,
         retry_policy=RetryPolicy(initial=0.005, max_backoff=0.02),
@@ -100,7 +101,7 @@ def test_final_faults_fail_at_once_with_one_line(client, claude_emulator, fault,
     msg = str(info.value)
     assert isinstance(info.value, APIError)
     assert msg.startswith(f"{info.value.status} {etype}: ") and "(request req_" in msg and "\n" not in msg
-    assert "sk-test" not in msg
+    assert TEST_KEY not in msg
     assert len(messages_requests(claude_emulator)) == 1
     assert client.cache.stats.entries == 0
 
@@ -264,7 +265,7 @@ class _HoldingTransport(httpx.AsyncBaseTransport):
 def test_close_after_an_interrupted_stream_leaves_nothing_pending(claude_emulator, tmp_path, caplog) -> None:
     # A stream cut short by Ctrl-C leaves its SSE iterator suspended; close() must finalize it
     # and close the loop, or Python reports "Task was destroyed but it is pending!" at exit.
-    client = Client(api_key="sk-test", base_url=claude_emulator.url, cache_dir=tmp_path,
+    client = Client(api_key=TEST_KEY, base_url=claude_emulator.url, cache_dir=tmp_path,
                     transport=_HoldingTransport())
     seen: list[str] = []
 
@@ -284,7 +285,7 @@ def test_close_after_an_interrupted_stream_leaves_nothing_pending(claude_emulato
     assert not asyncio.all_tasks(loop), "tasks left pending on the closed loop"
     with caplog.at_level(logging.ERROR, logger="asyncio"):
         gc.collect()
-    assert not [r for r in caplog.records if r.name == "asyncio"], caplog.text
+    assert not [r for r in caplog.records if r.name == "asyncio" and r.levelno >= logging.ERROR], caplog.text
 
 
 def test_close_finalizes_what_the_loop_left_suspended(client) -> None:
