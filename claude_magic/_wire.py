@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from . import pricing
@@ -358,14 +359,46 @@ def _field(obj: dict[str, Any], name: str, kind: type, data: str) -> Any:
     return value
 
 
-class MessageAssembler:
-    """Builds a message from the events of one Messages stream (api-notes §2).
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """Text the event added to the answer."""
 
-    ``feed`` takes an event name and its data line and returns the text it added
-    ("" for anything else); ``thought`` is the thinking text that event added, if any.
-    ``done`` is true only once ``message_stop`` arrived;
-    a stream that ends before that is truncated. ``error`` holds the data of an
-    ``error`` event. Unknown events and delta types are ignored, as the API asks.
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ThinkingDelta:
+    """Thinking the event added (a ``thinking_delta``)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamError:
+    """An ``error`` event inside a 200 stream; :func:`error_from_event` makes it the exception
+    (the assembler does not know the request id, which the caller adds)."""
+
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """``message_stop``: the message is whole."""
+
+
+StreamEvent = TextDelta | ThinkingDelta | StreamError | Stop
+_STOP = Stop()
+
+
+class MessageAssembler:
+    """Builds a message from the events of one Messages stream.
+
+    ``feed`` takes an event name and its data line and returns what the caller acts on (httpx-sse's
+    ``decode(line) -> ServerSentEvent | None``): a :class:`TextDelta`, a :class:`ThinkingDelta`, a
+    :class:`StreamError` for an ``error`` event, :class:`Stop` for ``message_stop``, or None for an
+    event that only builds the message (starts and stops of blocks, usage, pings, signatures).
+    A stream that ends before ``Stop`` is truncated (``done`` says whether it came). Unknown
+    events and delta types are ignored, as the API asks.
     """
 
     def __init__(self) -> None:
@@ -374,14 +407,10 @@ class MessageAssembler:
         self._parts: dict[int, list[str]] = {}
         self.usage: dict[str, Any] = {}
         self.done = False
-        self.error: dict[str, Any] | None = None
-        self.first_delta_at: float | None = None
-        self.thought = ""
 
-    def feed(self, event: str, data: str) -> str:
-        self.thought = ""
+    def feed(self, event: str, data: str) -> StreamEvent | None:
         if event == "ping" or not data:
-            return ""
+            return None
         try:
             obj = json.loads(data)
         except (ValueError, RecursionError):
@@ -408,9 +437,10 @@ class MessageAssembler:
             self.usage.update({k: v for k, v in (obj.get("usage") or {}).items() if v is not None})
         elif kind == "message_stop":
             self.done = True
+            return _STOP
         elif kind == "error":
-            self.error = obj
-        return ""
+            return StreamError(obj)
+        return None
 
     def _start(self, index: int, block: dict[str, Any]) -> None:
         while len(self.blocks) <= index:
@@ -418,7 +448,7 @@ class MessageAssembler:
         self.blocks[index] = dict(block)
         self._parts[index] = []
 
-    def _delta(self, index: int, delta: dict[str, Any]) -> str:
+    def _delta(self, index: int, delta: dict[str, Any]) -> TextDelta | ThinkingDelta | None:
         kind = delta.get("type")
         parts = self._parts.get(index)
         if parts is None:  # a delta without its start: keep going, the block stays partial
@@ -430,17 +460,17 @@ class MessageAssembler:
             raise malformed(f"a {kind} has {field} {_kind(value)}, not a string")
         if kind == "text_delta":
             parts.append(value)  # type: ignore[arg-type]
-            return value  # type: ignore[return-value]
+            return TextDelta(value) if value else None  # type: ignore[arg-type]
         if kind == "thinking_delta":
             parts.append(value)  # type: ignore[arg-type]
-            self.thought = value  # type: ignore[assignment]
-        elif kind == "input_json_delta":
+            return ThinkingDelta(value) if value else None  # type: ignore[arg-type]
+        if kind == "input_json_delta":
             parts.append(value)  # type: ignore[arg-type]
         elif kind == "signature_delta":
             self.blocks[index]["signature"] = self.blocks[index].get("signature", "") + value  # type: ignore[operator]
         elif kind == "citations_delta":
             self.blocks[index].setdefault("citations", []).append(delta.get("citation"))
-        return ""
+        return None
 
     def _stop(self, index: int, data: str) -> None:
         if index >= len(self.blocks):

@@ -31,6 +31,7 @@ from httpx_sse import EventSource
 
 from . import _http, _httpcore_fix, _secrets, _wire
 from ._call import CONTINUE_PROMPT, GRACE, MAX_RESUMES, READ_TIMEOUT_BASE, Call, Seam, Thought, read_timeout
+from ._wire import StreamError, TextDelta, ThinkingDelta
 from .cache import ResponseCache, append_to_cassette
 from .errors import (
     APIConnectionError,
@@ -649,18 +650,22 @@ class Client:
         return {**asm.message, "content": asm.content(), "usage": asm.usage}
 
     async def _read_events(self, call: Call, asm: _wire.MessageAssembler, response: httpx.Response) -> None:
+        stopped = False
         try:
             async for sse in EventSource(response).aiter_sse():
-                delta = asm.feed(sse.event, sse.data)
+                event = asm.feed(sse.event, sse.data)
                 if sse.event not in ("ping", "message_start"):
                     call.content()
-                if delta:
-                    call.text(delta)
-                elif asm.thought:
-                    call.think(asm.thought)
-                elif asm.error is not None:
-                    raise _StreamBroken(asm, _wire.error_from_event(asm.error, call.request_id))
-                elif asm.done:
+                if event is None:
+                    continue
+                if isinstance(event, TextDelta):
+                    call.text(event.text)
+                elif isinstance(event, ThinkingDelta):
+                    call.think(event.text)
+                elif isinstance(event, StreamError):
+                    raise _StreamBroken(asm, _wire.error_from_event(event.data, call.request_id))
+                else:
+                    stopped = True
                     break
         except httpx.TransportError as exc:
             error = _http.transport_error(exc, self.base_url, answered=True, timeout=self.stream_idle_timeout)
@@ -668,7 +673,7 @@ class Client:
         except MalformedResponseError as exc:
             exc.request_id = call.request_id
             raise _StreamBroken(asm, exc) from None
-        if not asm.done:
+        if not stopped:
             raise _StreamBroken(
                 asm,
                 APIConnectionError(f"the stream from {self.base_url} ended before message_stop (truncated)"),

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from claude_magic import _wire
+from claude_magic._wire import Stop, StreamError, TextDelta, ThinkingDelta
 from claude_magic.errors import (
     AuthenticationError,
     BadRequestError,
@@ -252,9 +253,9 @@ def test_assembler_keeps_blocks_apart_and_sums_usage() -> None:
             },
         ),
     )
-    assert [o for o in out if o] == ["Hi ", "there"]
+    assert [o for o in out if o] == [ThinkingDelta("hmm"), TextDelta("Hi "), TextDelta("there")]
     assert not asm.done
-    asm.feed("message_stop", '{"type": "message_stop"}')
+    assert asm.feed("message_stop", '{"type": "message_stop"}') == Stop()
     assert asm.done
     assert asm.content() == [
         {"type": "thinking", "thinking": "hmm", "signature": "sig"},
@@ -266,7 +267,7 @@ def test_assembler_keeps_blocks_apart_and_sums_usage() -> None:
 
 
 def test_assembler_text_includes_the_open_block_and_error_events_are_kept() -> None:
-    asm, _ = events(
+    asm, out = events(
         START,
         (
             "content_block_start",
@@ -279,7 +280,8 @@ def test_assembler_text_includes_the_open_block_and_error_events_are_kept() -> N
         ("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
     )
     assert asm.text == "partial" and asm.content() == [] and not asm.done
-    err = _wire.error_from_event(asm.error, "req_5")
+    assert out[:-1] == [None, None, TextDelta("partial")] and isinstance(out[-1], StreamError)
+    err = _wire.error_from_event(out[-1].data, "req_5")
     assert isinstance(err, OverloadedError) and err.status == 529 and "req_5" in str(err)
 
 
@@ -290,6 +292,19 @@ def test_assembler_says_which_thinking_each_event_added() -> None:
              "delta": {"type": "thinking_delta", "thinking": "hmm"}}
     seen = []
     for name, data in [START, ("content_block_start", start), ("content_block_delta", delta), ("ping", {})]:
-        assert asm.feed(name, json.dumps(data)) == ""  # thinking is not text
-        seen.append(asm.thought)
-    assert seen == ["", "", "hmm", ""]  # only the delta's event carries it; the next one clears it
+        seen.append(asm.feed(name, json.dumps(data)))
+    assert seen == [None, None, ThinkingDelta("hmm"), None]  # thinking is not text; only its delta's event
+    assert not isinstance(seen[2], TextDelta)
+
+
+def test_assembler_returns_nothing_for_an_empty_delta_and_its_events_are_frozen() -> None:
+    asm = _wire.MessageAssembler()
+    start = {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+    empty = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": ""}}
+    word = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}}
+    assert asm.feed("content_block_start", json.dumps(start)) is None
+    assert asm.feed("content_block_delta", json.dumps(empty)) is None  # nothing added: nothing to show
+    event = asm.feed("content_block_delta", json.dumps(word))
+    assert event == TextDelta("hi")
+    with pytest.raises(AttributeError):
+        event.text = "changed"  # type: ignore[misc,union-attr]
