@@ -32,7 +32,9 @@ _MIN_SCRUB = 6  # shorter "secrets" (a password "a") would redact ordinary text
 # A header value is visible ASCII (RFC 9110 field-value, without obs-text): no spaces inside a key either.
 _HEADER_SAFE = re.compile(r"^[\x21-\x7e]+$")
 _lock = threading.Lock()
-_registered: weakref.WeakSet[Secret] = weakref.WeakSet()
+# By identity, not by value: a WeakSet keeps one of two equal Secrets, and when that one died the
+# other, still in use, was no longer scrubbed.
+_registered: weakref.WeakValueDictionary[int, Secret] = weakref.WeakValueDictionary()
 
 
 class Secret:
@@ -44,7 +46,7 @@ class Secret:
         self._value = value
         if len(value) >= _MIN_SCRUB:
             with _lock:
-                _registered.add(self)
+                _registered[id(self)] = self
 
     def reveal(self) -> str:
         return self._value
@@ -112,7 +114,7 @@ def _describe(char: str) -> str:
 def values() -> list[str]:
     """The secrets in use (keys, passwords), for checks that must not let them through."""
     with _lock:
-        return [s._value for s in _registered]
+        return [s._value for s in _registered.values()]
 
 
 def scrub(text: str, extra: Iterable[str] = ()) -> str:
@@ -120,7 +122,7 @@ def scrub(text: str, extra: Iterable[str] = ()) -> str:
     if not isinstance(text, str) or not text:
         return text
     with _lock:
-        values = [s._value for s in _registered]
+        values = [s._value for s in _registered.values()]
     values += [v for v in extra if v and len(v) >= _MIN_SCRUB]
     for value in sorted(set(values), key=len, reverse=True):
         if value in text:

@@ -317,3 +317,17 @@ def test_interrupt_main_stops_a_blocked_call(make, with_text: bool) -> None:
     with pytest.raises(KeyboardInterrupt):
         client.complete("hi", cache=False, on_text=(lambda d: None) if with_text else None)
     assert arrived.is_set()
+
+
+def test_a_secret_stays_scrubbed_while_an_equal_one_that_came_first_is_gone() -> None:
+    # The registry once held Secrets by value: a second client's key equal to a first client's
+    # was not added, and once the first client was collected the key in use went unscrubbed.
+    import gc
+
+    from claude_magic import _secrets
+
+    first = _secrets.Secret(KEY + "-twin")
+    second = _secrets.Secret(KEY + "-twin")
+    del first
+    gc.collect()
+    assert second and _secrets.scrub(f"echo {KEY}-twin") == "echo <redacted>"
