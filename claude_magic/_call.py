@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _wire
+from ._loop import Thought
 from .reply import Usage
 
 __all__ = ["CONTINUE_PROMPT", "GRACE", "MAX_RESUMES", "Call", "Seam", "read_timeout"]
@@ -91,10 +92,6 @@ class Seam:
 
     def flush(self) -> str:
         return self.feed("", final=True) if self.open and self.pending else ""
-
-
-class Thought(str):
-    """A piece of thinking, on its way to ``on_thinking`` through the channel text takes."""
 
 
 class Call:

@@ -1,14 +1,14 @@
 """``Client``: one cached, retrying, streaming client for the Messages API.
 
-The client owns one asyncio loop in a daemon thread and one ``httpx.AsyncClient``
-on it. ``complete`` (sync) submits a coroutine to that loop and hands streamed
-text to the caller's thread through a queue, so display updates happen where the
-caller is; ``acomplete`` awaits the same coroutine from any loop, Jupyter's
-included. One implementation of the logic, two doors. A cache hit is answered on
-the caller's thread without touching the loop.
+The client owns one asyncio loop in a daemon thread (``_loop.LoopThread``) and one
+``httpx.AsyncClient`` on it. ``complete`` (sync) runs a coroutine on that loop and gets
+streamed text handed to the caller's thread, so display updates happen where the caller is;
+``acomplete`` awaits the same coroutine from any loop, Jupyter's included. One implementation
+of the logic, two doors. A cache hit is answered on the caller's thread without touching the loop.
 
-Layers below: ``_call`` (the state of one call across attempts, and its time budget),
-``_http`` (the key at the transport, bounded reads, transport errors), ``_wire`` (the JSON).
+Layers below: ``_loop`` (the loop thread and the hand-off of streamed text), ``_call`` (the state
+of one call across attempts, and its time budget), ``_http`` (the key at the transport, bounded
+reads, transport errors), ``_wire`` (the JSON).
 """
 
 from __future__ import annotations
@@ -16,11 +16,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
-import itertools
 import json
 import logging
 import os
-import queue
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -30,7 +28,8 @@ import httpx
 from httpx_sse import EventSource
 
 from . import _http, _httpcore_fix, _secrets, _wire
-from ._call import CONTINUE_PROMPT, GRACE, MAX_RESUMES, READ_TIMEOUT_BASE, Call, Seam, Thought, read_timeout
+from ._call import CONTINUE_PROMPT, GRACE, MAX_RESUMES, READ_TIMEOUT_BASE, Call, Seam, read_timeout
+from ._loop import LoopThread, route
 from ._wire import StreamError, TextDelta, ThinkingDelta
 from .cache import ResponseCache, append_to_cassette
 from .errors import (
@@ -57,8 +56,6 @@ CONNECT_TIMEOUT = 5.0
 DEFAULT_MAX_WAIT = 600.0
 # Streaming: the longest silence between two events (the API pings while it thinks).
 STREAM_IDLE_TIMEOUT = 90.0
-WAIT_SLICE = 0.1  # s: a blocked caller wakes this often, so any KeyboardInterrupt is seen at once
-_DONE = object()
 _Seam = Seam  # the name tests and older code use
 __all__ += ["MAX_RESUMES"]
 
@@ -198,8 +195,7 @@ class Client:
         self._transport = transport
         self._max_connections = max_connections
         self._http: httpx.AsyncClient | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._bridge = LoopThread("this Client")
         self._lock = threading.Lock()
         self._pause_until = 0.0
         self.history: list[Reply] = []
@@ -285,34 +281,11 @@ class Client:
     def cache_key(self, body: dict[str, Any]) -> str:
         return ResponseCache.key(_wire.cache_fields(body), host=self._host, api_version=self.api_version)
 
-    # -- the event loop thread -----------------------------------------------------------------
-
-    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
-        if self.closed:
-            raise ConfigError("this Client is closed: create a new one")
-        if self._loop is None:
-            with self._lock:
-                if self._loop is None:
-                    loop = asyncio.new_event_loop()
-                    ready = threading.Event()
-
-                    def run() -> None:
-                        asyncio.set_event_loop(loop)
-                        loop.call_soon(ready.set)
-                        try:
-                            loop.run_forever()
-                        finally:
-                            _shut_down(loop)
-
-                    self._thread = threading.Thread(target=run, name="claude_magic-loop", daemon=True)
-                    self._thread.start()
-                    ready.wait()
-                    self._loop = loop
-        return self._loop
+    # -- the event loop thread (see ``_loop``) ---------------------------------------------------
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Schedule ``coro`` on the client's loop thread; the caller decides how to wait."""
-        return asyncio.run_coroutine_threadsafe(coro, self._ensure_loop())
+        return self._bridge.submit(coro)
 
     @property
     def paused_until(self) -> float:
@@ -321,7 +294,7 @@ class Client:
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the client's loop and wait for it; Ctrl-C cancels it (within a second)."""
-        return _wait(self.submit(coro))
+        return self._bridge.run(coro)
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
@@ -431,17 +404,7 @@ class Client:
                 on_text(hit.text)
             return hit
         headers = self._headers(prep.headers)
-        deliver = _route(on_text, on_thinking)
-        q: queue.SimpleQueue[Any] | None = queue.SimpleQueue() if deliver is not None else None
-        fut = self.submit(self._call(prep, headers, q.put if q is not None else None))
-        if q is not None and deliver is not None:
-            fut.add_done_callback(lambda _: q.put(_DONE))
-            try:
-                _pump(q, deliver)
-            except BaseException:
-                _cancel(fut)
-                raise
-        return _wait(fut)
+        return self._bridge.call(lambda emit: self._call(prep, headers, emit), route(on_text, on_thinking))
 
     async def acomplete(
         self,
@@ -474,28 +437,8 @@ class Client:
                 on_text(hit.text)
             return hit
         headers = self._headers(prep.headers)
-        return await self._on_loop(lambda emit: self._call(prep, headers, emit, on_sent),
-                                   _route(on_text, on_thinking))
-
-    async def _on_loop(
-        self,
-        make: Callable[[Callable[[str], Any] | None], Awaitable[T]],
-        on_text: Callable[[str], Any] | None = None,
-    ) -> T:
-        """Await ``make(emit)`` on the client's loop, wherever the caller runs."""
-        here = asyncio.get_running_loop()
-        if here is self._ensure_loop():
-            return await make(on_text)
-        emit = None
-        if on_text is not None:
-
-            def emit(delta: str) -> None:
-                here.call_soon_threadsafe(on_text, delta)
-
-        async def job() -> T:
-            return await make(emit)
-
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(job(), self._ensure_loop()))
+        return await self._bridge.on_loop(lambda emit: self._call(prep, headers, emit, on_sent),
+                                          route(on_text, on_thinking))
 
     async def _call(
         self, prep: _Prepared, headers: dict[str, str], emit: Callable[[str], Any] | None,
@@ -809,7 +752,7 @@ class Client:
             finally:
                 call.end(produced)
 
-        return await self._on_loop(lambda _: self._retrying(call, attempt))
+        return await self._bridge.on_loop(lambda _: self._retrying(call, attempt))
 
     async def _json_exchange(self, request: httpx.Request, lines: bool) -> Any:
         response = await self._send(request)
@@ -895,17 +838,8 @@ class Client:
         if self.closed:
             return
         self.closed = True
-        loop, http = self._loop, self._http
-        if loop is not None:
-            if http is not None:
-                with_timeout = asyncio.run_coroutine_threadsafe(http.aclose(), loop)
-                try:
-                    with_timeout.result(timeout=2)
-                except Exception:  # closing is best effort: the thread is a daemon
-                    pass
-            loop.call_soon_threadsafe(loop.stop)
-            if self._thread is not None:
-                self._thread.join(timeout=2)
+        http = self._http
+        self._bridge.close(http.aclose if http is not None else None)
         if self._owns_cache and self._cache is not None:
             self._cache.close()
 
@@ -914,76 +848,3 @@ class Client:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-def _shut_down(loop: asyncio.AbstractEventLoop) -> None:
-    """What ``asyncio.run`` does on the way out: cancel what is left, let it unwind, close the
-    async generators (a stream's SSE iterator), close the loop. Without it a stream cut short
-    leaves a pending ``aclose`` task that Python reports at exit ("Task was destroyed")."""
-    try:
-        tasks = asyncio.all_tasks(loop)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-        loop.run_until_complete(loop.shutdown_asyncgens())
-    finally:
-        loop.close()
-
-
-def _cancel(fut: concurrent.futures.Future[Any]) -> None:
-    fut.cancel()
-    concurrent.futures.wait([fut], timeout=1.0)
-
-
-def _wait(fut: concurrent.futures.Future[T]) -> T:
-    """The future's result, waited for in short slices: a blocking wait does not see an interrupt
-    raised from another thread (``_thread.interrupt_main``, what Windows' stop button uses) until it
-    returns. Ctrl-C cancels the work (within a second) and re-raises."""
-    try:
-        while True:
-            try:
-                return fut.result(timeout=WAIT_SLICE)
-            except concurrent.futures.TimeoutError:
-                continue
-    except BaseException:
-        _cancel(fut)
-        raise
-
-
-def _route(on_text: Callable[[str], Any] | None,
-           on_thinking: Callable[[str], Any] | None) -> Callable[[str], Any] | None:
-    """One callback for the stream's channel: text to ``on_text``, thinking to ``on_thinking``."""
-    if on_thinking is None:
-        return None if on_text is None else (lambda d: None if isinstance(d, Thought) else on_text(d))
-
-    def deliver(delta: str) -> None:
-        if isinstance(delta, Thought):
-            on_thinking(str(delta))
-        elif on_text is not None:
-            on_text(delta)
-
-    return deliver
-
-
-def _pump(q: queue.SimpleQueue[Any], deliver: Callable[[str], Any]) -> None:
-    """Hand queued deltas to ``deliver`` on this thread, joined a batch at a time (text with text,
-    thinking with thinking, in order), until the call ends. Waits in short slices (see ``_wait``)."""
-    while True:
-        try:
-            item = q.get(timeout=WAIT_SLICE)
-        except queue.Empty:
-            continue
-        chunk = [item]
-        while True:
-            try:
-                chunk.append(q.get_nowait())
-            except queue.Empty:
-                break
-        done = chunk[-1] is _DONE
-        for kind, run in itertools.groupby((c for c in chunk if c is not _DONE), key=type):
-            joined = "".join(run)
-            if joined:
-                deliver(kind(joined))
-        if done:
-            return

@@ -277,7 +277,7 @@ def test_close_after_an_interrupted_stream_leaves_nothing_pending(claude_emulato
         with pytest.raises(KeyboardInterrupt):
             client.complete(PROMPT, max_tokens=400, cache=False, on_text=on_text)
         assert len(seen) == 1 and seen[0]
-        loop, thread = client._loop, client._thread
+        loop, thread = client._bridge.loop, client._bridge.thread
     finally:
         client.close()
     assert loop is not None and loop.is_closed()
@@ -307,7 +307,7 @@ def test_close_finalizes_what_the_loop_left_suspended(client) -> None:
 
     assert client.run(first()) == 1
     never = client.submit(asyncio.Event().wait())
-    loop = client._loop
+    loop = client._bridge.loop
     client.close()
     assert finalized == ["generator"] and never.cancelled()
     assert loop is not None and loop.is_closed()
