@@ -115,6 +115,8 @@ class Call:
         self.ttft: float | None = None
         self.request_id: str | None = None
         self.on_sent = on_sent  # called with time.monotonic() when an attempt's request has left
+        self.sent_at: float | None = None  # when the last attempt's request left (time.monotonic())
+        self.ratelimit: dict[str, Any] | None = None  # the reading of the last answer (see _http)
         self.last_error: BaseException | None = None
         # the clocks (module docstring)
         self.max_wait = max_wait
@@ -173,6 +175,12 @@ class Call:
             self.seam = Seam(shown, overlap=True)
         self.resumed += 1
         return {**self.body, "messages": messages}
+
+    def sent(self, at: float) -> None:
+        """An attempt's request left whole at ``at`` (``time.monotonic()``)."""
+        self.sent_at = at
+        if self.on_sent is not None:
+            self.on_sent(at)
 
     # -- the clocks --------------------------------------------------------------------------------
     @property

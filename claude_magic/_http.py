@@ -18,7 +18,7 @@ from ._secrets import Secret, redact_url
 from .errors import APIConnectionError, APIError, ClaudeError, ConfigError, MalformedResponseError
 
 __all__ = ["ERROR_BODY_LIMIT", "REPLY_LIMIT", "KeyAuth", "api_error", "check_content_type", "malformed",
-           "read_capped", "sent_hook", "transport_error"]
+           "ratelimit_of", "read_capped", "sent_hook", "transport_error"]
 
 # An error body is a few hundred bytes; past this a reply is not an API error body (an endless
 # chunked body once filled 4.6 GB in 40 s). A message is at most ~1 MB (128k tokens); requests may
@@ -47,11 +47,23 @@ class KeyAuth(httpx.Auth):
         return "KeyAuth(<hidden>)"
 
 
-def sent_hook(on_sent: Callable[[float], Any] | None) -> dict[str, Any]:
+def ratelimit_of(headers: httpx.Headers) -> dict[str, Any] | None:
+    """The ``anthropic-ratelimit-*`` reading of an answer (names without the prefix), with ``at``:
+    ``time.monotonic()`` now, at receipt; None when the answer has none."""
+    rl: dict[str, Any] = {
+        k[len("anthropic-ratelimit-") :]: v
+        for k, v in headers.items()
+        if k.startswith("anthropic-ratelimit-")
+    }
+    if not rl:
+        return None
+    rl["at"] = time.monotonic()
+    return rl
+
+
+def sent_hook(on_sent: Callable[[float], Any]) -> dict[str, Any]:
     """httpx extensions that call ``on_sent(time.monotonic())`` when a request's last byte left
     (httpcore's trace): later than the call when a connection had to open first."""
-    if on_sent is None:
-        return {}
 
     async def trace(event: str, info: Any) -> None:
         if event.endswith("send_request_body.complete"):

@@ -336,7 +336,32 @@ class Client:
             body, key, use_cache and not refresh, use_cache, stream, extra_headers or {}, prompt_or_messages
         )
 
-    def _lookup(self, prep: _Prepared) -> Reply | None:
+    def lookup(self, key: str) -> Reply | None:
+        """The cached reply under ``key`` (``cache_key(body)``) as a cache hit, counted in
+        ``history`` and in the cache's stats; None on a miss or with caching off. Sends nothing;
+        unlike ``complete`` it neither raises CacheMiss offline nor changes ``last_reply``."""
+        cache = self.cache
+        value = cache.get(key) if cache is not None else None
+        if value is None:
+            return None
+        reply = _as_hit(Reply.from_dict(value))
+        self.history.append(reply)
+        return reply
+
+    def record(self, reply: Reply, key: str | None = None) -> None:
+        """Count an answer fetched without ``complete`` (a Message Batch result) in ``history``, and
+        store it in the response cache under ``key`` when one is given and caching is on."""
+        if key is not None and (cache := self.cache) is not None:
+            cache.set(key, reply.to_dict())
+        self.history.append(reply)
+
+    @property
+    def last_ratelimit(self) -> dict[str, Any] | None:
+        """A copy of the newest ``anthropic-ratelimit-*`` reading of any answer to this client (as
+        ``Reply.ratelimit``), or None before the first."""
+        return dict(self.ratelimit) if self.ratelimit else None
+
+    def _cached(self, prep: _Prepared) -> Reply | None:
         """The cached reply, or None; in offline mode a miss is an error naming the prompt."""
         if prep.lookup and prep.key is not None and (cache := self.cache) is not None:
             started = time.perf_counter()
@@ -351,8 +376,7 @@ class Client:
                     reply.extra["replayed"] = True
                     self._record(reply)
                     return reply
-                reply.extra["saved_cost"] = reply.cost
-                reply.cached, reply.cost, reply.retries, reply.resumed = True, 0.0, 0, 0
+                _as_hit(reply)
                 reply.latency = reply.ttft = time.perf_counter() - started
                 self._record(reply)
                 return reply
@@ -399,7 +423,7 @@ class Client:
             extra_headers=extra_headers,
             **options,
         )
-        if (hit := self._lookup(prep)) is not None:
+        if (hit := self._cached(prep)) is not None:
             if on_text is not None:
                 on_text(hit.text)
             return hit
@@ -432,7 +456,7 @@ class Client:
             extra_headers=extra_headers,
             **options,
         )
-        if (hit := self._lookup(prep)) is not None:
+        if (hit := self._cached(prep)) is not None:
             if on_text is not None:
                 on_text(hit.text)
             return hit
@@ -477,20 +501,18 @@ class Client:
         return _wire.reply_from_message(
             message, model=call.body["model"], usage=usage, request_id=call.request_id,
             retries=call.retries, resumed=call.resumed, ttft=call.ttft, latency=latency,
+            ratelimit=call.ratelimit, sent_at=call.sent_at, attempts=call.attempts,
         )
 
     # -- attempts --------------------------------------------------------------------------------
 
-    def _note_headers(self, headers: httpx.Headers) -> None:
-        """Keep the last ``anthropic-ratelimit-*`` reading, with ``at``: ``time.monotonic()`` at receipt."""
-        rl: dict[str, Any] = {
-            k[len("anthropic-ratelimit-") :]: v
-            for k, v in headers.items()
-            if k.startswith("anthropic-ratelimit-")
-        }
-        if rl:
-            rl["at"] = time.monotonic()
+    def _note_headers(self, headers: httpx.Headers, call: Call | None = None) -> None:
+        """Keep the answer's ``anthropic-ratelimit-*`` reading: the call's, and the client's newest."""
+        rl = _http.ratelimit_of(headers)
+        if rl is not None:
             self.ratelimit = rl
+            if call is not None:
+                call.ratelimit = rl
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
         try:
@@ -512,7 +534,7 @@ class Client:
         request = self._client().build_request(
             "POST", "/v1/messages", json=call.sending, headers=headers,
             timeout=httpx.Timeout(limit, connect=CONNECT_TIMEOUT, pool=None),
-            extensions=_http.sent_hook(call.on_sent),
+            extensions=_http.sent_hook(call.sent),
         )
         call.begin_attempt(deadline=time.monotonic() + limit + CONNECT_TIMEOUT)
         produced = False
@@ -532,7 +554,7 @@ class Client:
     async def _post_exchange(self, call: Call, request: httpx.Request) -> dict[str, Any]:
         response = await self._send(request)
         try:
-            self._note_headers(response.headers)
+            self._note_headers(response.headers, call)
             call.request_id = response.headers.get("request-id")
             if response.status_code != 200:
                 raise await self._error_of(response)
@@ -560,7 +582,7 @@ class Client:
             json={**call.sending, "stream": True},
             headers={**headers, "accept": "text/event-stream"},
             timeout=httpx.Timeout(self.stream_idle_timeout, connect=CONNECT_TIMEOUT, pool=None),
-            extensions=_http.sent_hook(call.on_sent),
+            extensions=_http.sent_hook(call.sent),
         )
         call.begin_attempt()
         try:
@@ -579,7 +601,7 @@ class Client:
                                asm: _wire.MessageAssembler) -> dict[str, Any]:
         response = await self._send(request)
         try:
-            self._note_headers(response.headers)
+            self._note_headers(response.headers, call)
             call.request_id = response.headers.get("request-id")
             if response.status_code != 200:
                 raise await self._error_of(response)
@@ -848,3 +870,11 @@ class Client:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _as_hit(reply: Reply) -> Reply:
+    """A cached answer as a hit: it cost nothing this time (``saved_cost``: what it saved), with no
+    retries or resumes of its own."""
+    reply.extra["saved_cost"] = reply.cost
+    reply.cached, reply.cost, reply.retries, reply.resumed = True, 0.0, 0, 0
+    return reply

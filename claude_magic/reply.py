@@ -3,6 +3,10 @@
 A ``Reply`` travels as a plain dict (``to_dict``) through the response cache and cassettes, which
 anyone can edit: :func:`check_dict` is the one definition of a well-formed reply dict, used by
 ``Reply.from_dict``, by the cache before it serves an entry and by cassette import.
+
+A few fields describe the call rather than the answer (``ratelimit``, ``sent_at``, ``attempts``:
+marked ``per_call``): they are left out of ``to_dict`` and so of the cache, cassettes, equality
+and the repr; a reply read back from the cache has their defaults.
 """
 
 from __future__ import annotations
@@ -50,6 +54,11 @@ class Usage:
         return Usage(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
 
+def _per_call(default: Any) -> Any:
+    """A field about the call, not the answer: kept out of ``to_dict``, equality and the repr."""
+    return field(default=default, compare=False, repr=False, metadata={"per_call": True})
+
+
 @dataclass
 class Reply:
     """One answer from the Messages API, or from the response cache.
@@ -60,6 +69,11 @@ class Reply:
     Times are in seconds; ``cost`` in USD (None for a model without a known price).
     ``incomplete`` says why an answer is partial (e.g. ``'interrupted'`` or an error line);
     None for a complete answer.
+
+    Of this call only (not cached): ``ratelimit`` is the ``anthropic-ratelimit-*`` reading of the
+    answer (header names without the prefix, plus ``at``: ``time.monotonic()`` at receipt), or
+    None; ``sent_at`` the ``time.monotonic()`` when the (last) request had left whole, or None
+    where the transport does not say; ``attempts`` the requests sent (0 for a cache hit).
     """
 
     text: str
@@ -79,6 +93,9 @@ class Reply:
     batch: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
     incomplete: str | None = None
+    ratelimit: dict[str, Any] | None = _per_call(None)
+    sent_at: float | None = _per_call(None)
+    attempts: int = _per_call(0)
 
     @property
     def thinking(self) -> str:
@@ -89,7 +106,10 @@ class Reply:
         return [b for b in self.content if b.get("type") == "tool_use"]
 
     def to_dict(self) -> dict[str, Any]:
+        """The answer as a JSON-ready dict (what the cache stores): without the per-call fields."""
         d = asdict(self)
+        for name in _PER_CALL:
+            del d[name]
         d["usage"] = self.usage.to_dict()
         return d
 
@@ -110,7 +130,8 @@ class Reply:
         return self.text
 
 
-_REPLY_FIELDS = frozenset(f.name for f in fields(Reply))
+_PER_CALL = tuple(f.name for f in fields(Reply) if f.metadata.get("per_call"))
+_REPLY_FIELDS = frozenset(f.name for f in fields(Reply)) - set(_PER_CALL)
 _USAGE_FIELDS = frozenset(f.name for f in fields(Usage))
 # usage may be absent (counts as zeros); every other field without a default must be present.
 _REQUIRED = tuple(

@@ -96,7 +96,9 @@ def test_a_reply_that_is_not_an_object_or_lacks_a_field_is_refused() -> None:
 def test_every_reply_field_has_a_check() -> None:
     from claude_magic import reply
 
-    assert set(reply._CHECKS) == {f for f in Reply.__dataclass_fields__}
+    # every field the cache stores; the per-call ones (about the request, not the answer) it does not
+    assert set(reply._PER_CALL) == {"ratelimit", "sent_at", "attempts"}
+    assert set(reply._CHECKS) == {f for f in Reply.__dataclass_fields__} - set(reply._PER_CALL)
 
 
 # --- a store that fails ------------------------------------------------------------------------------

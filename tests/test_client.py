@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +25,7 @@ from claude_magic.errors import (
     SpendLimitReached,
     StreamInterrupted,
 )
+from claude_magic.reply import Reply, check_dict
 from claude_magic.retry import RetryPolicy
 
 KEY = "sk-ant-secret-KEY-123"
@@ -374,6 +376,55 @@ def test_cache_hit_refresh_and_no_cache(make) -> None:
     client.complete("hi", cache=False)
     assert len(server.bodies) == 3
     assert client.cache.stats.hits == 1
+
+
+def test_a_reply_carries_its_own_rate_limit_reading_and_attempts_but_the_cache_does_not(make) -> None:
+    def answer(limit: str) -> Callable[[dict[str, Any]], httpx.Response]:
+        def respond(_body: dict[str, Any]) -> httpx.Response:
+            response = ok_stream(sse(stream_events(TEXT)))
+            response.headers["anthropic-ratelimit-requests-limit"] = limit
+            response.headers["anthropic-ratelimit-requests-remaining"] = "9"
+            return response
+        return respond
+
+    server = Server(api_error(529, "overloaded_error"), answer("50"), answer("60"))
+    client = make(server)
+    before = time.monotonic()
+    first = client.complete("hi")
+    second = client.complete("ho")
+    assert first.attempts == 2 and first.retries == 1 and second.attempts == 1
+    assert first.ratelimit is not None and second.ratelimit is not None
+    assert first.ratelimit["requests-limit"] == "50" and second.ratelimit["requests-limit"] == "60"
+    assert before < first.ratelimit["at"] < second.ratelimit["at"] <= time.monotonic()
+    assert client.last_ratelimit == second.ratelimit and client.last_ratelimit is not second.ratelimit
+    assert first.sent_at is None  # a MockTransport does not say when the bytes left
+    stored = first.to_dict()
+    assert not {"ratelimit", "sent_at", "attempts"} & set(stored)
+    check_dict(stored)
+    assert Reply.from_dict({**stored, "ratelimit": {"planted": 1}}).ratelimit is None
+    hit = client.complete("hi")
+    assert hit.cached and hit.attempts == 0 and hit.ratelimit is None and hit.sent_at is None
+    assert "ratelimit" not in repr(hit)
+
+
+def test_lookup_answers_from_the_cache_and_record_stores_an_answer_got_elsewhere(make) -> None:
+    server = Server(lambda b: ok_stream(sse(stream_events(TEXT))))
+    client = make(server)
+    key = client.cache_key(client.build_body("hi"))
+    assert client.lookup(key) is None and client.history == []
+    first = client.complete("hi")
+    hit = client.lookup(key)
+    assert hit is not None and hit.cached and hit.text == FULL and hit.cost == 0.0
+    assert hit.extra["saved_cost"] == pytest.approx(first.cost) and hit.retries == hit.resumed == 0
+    assert client.history == [first, hit] and client.last_reply is first
+    assert client.cache.stats.hits == 1 and len(server.bodies) == 1
+    other = client.cache_key(client.build_body("elsewhere"))
+    got = Reply.from_dict({**first.to_dict(), "text": "from a batch", "batch": True})
+    client.record(got, other)
+    assert client.history[-1] is got and client.lookup(other).text == "from a batch"
+    client.record(got)  # no key: counted, not stored
+    assert client.history[-1] is got and len(client.history) == 5
+    assert make(server, cache=False).lookup(key) is None
 
 
 def test_offline_miss_names_the_prompt(make) -> None:

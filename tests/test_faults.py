@@ -221,6 +221,7 @@ def test_on_sent_reports_when_each_attempt_left(client, claude_emulator, stream)
     after = time.monotonic()
     assert reply.retries == 1 and len(messages_requests(claude_emulator)) == 2
     assert len(times) == 2 and before < times[0] < times[1] < after
+    assert reply.sent_at == times[-1] and reply.attempts == 2  # the same time, on the Reply
 
 
 class _HeldAfterFirstText(httpx.AsyncByteStream):
