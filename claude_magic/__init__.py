@@ -6,9 +6,12 @@
 
 from __future__ import annotations
 
-import sys
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
+
+# Each shell's magics and their client, kept below batch (which must not import this package).
+from ._kernel import kernel_client as _kernel_client
+from ._kernel import loaded as _loaded
 
 __version__ = "0.1.0"
 
@@ -56,21 +59,6 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
-
-
-# The instance registered in each shell, so that unloading closes exactly what loading opened.
-_loaded: dict[int, Any] = {}
-
-
-def _kernel_client() -> Any:
-    """The client of the magics loaded in the running IPython shell, or None: the Python API
-    called from a notebook then shares the magics' settings, cache, emulator and usage table."""
-    if not _loaded or "IPython" not in sys.modules:
-        return None
-    from IPython import get_ipython
-
-    magics = _loaded.get(id(get_ipython()))
-    return magics.get_client() if magics is not None else None
 
 
 _default_client: Any = None

@@ -597,6 +597,11 @@ def test_batch_results_errored_expired_and_missing_are_row_errors() -> None:
         cache = FakeCache()
         history: list[Reply] = []
 
+        def record(self, reply: Reply, key: str | None = None) -> None:  # what Client.record does
+            if key is not None:
+                self.cache.set(key, reply.to_dict())
+            self.history.append(reply)
+
     opts = _report._Options(MODEL, 16, None, None, "batch", None, True, False, 0.1, {})
     keys = {0: "k0", 1: "k1", 2: "k2", 3: "k3"}
     engine = _batches._Batches(FakeClient(), opts, state, [0, 1, 2, 3], keys, None)  # type: ignore[arg-type]
@@ -610,7 +615,7 @@ def test_batch_results_errored_expired_and_missing_are_row_errors() -> None:
     ]
     engine._collect([{"custom_id": k} for k in keys.values()], lines, {v: k for k, v in keys.items()})
     assert state.texts == ["A", None, None, None]
-    assert FakeClient.cache.stored["k0"]["batch"] is True
+    assert FakeClient.cache.stored["k0"]["batch"] is True and [r.text for r in FakeClient.history] == ["A"]
     assert FakeClient.cache.stored["k0"]["cost"] == pytest.approx((10 * 0.10 + 2 * 0.50) / 1e6 / 2)
     assert state.errors[1].status == 400 and state.errors[1].type == "invalid_request_error"  # type: ignore
     assert state.errors[2].type == "expired"  # type: ignore[union-attr]

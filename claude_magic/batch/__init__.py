@@ -48,8 +48,8 @@ import numpy as np
 import pandas as pd
 
 from .. import pricing
+from .._kernel import kernel_client
 from ..errors import ConfigError
-from ..reply import Reply
 from ._batches import _Batches
 from ._dryrun import _dry_run, _peek
 from ._live import _Budget, _Live
@@ -103,18 +103,6 @@ def _make_budget(opts: _Options) -> _Budget | None:
     return _Budget(opts.budget, price, opts.max_tokens, batch=opts.api == "batch")
 
 
-def _cache_hit(client: Client, key: str) -> Reply | None:
-    cache = client.cache
-    value = cache.get(key) if cache is not None else None
-    if value is None:
-        return None
-    reply = Reply.from_dict(value)
-    reply.extra["saved_cost"] = reply.cost
-    reply.cached, reply.cost, reply.retries, reply.resumed = True, 0.0, 0, 0
-    client.history.append(reply)  # %claude_usage counts hits and what they saved
-    return reply
-
-
 def _lookup(client: Client, opts: _Options, state: _State) -> tuple[list[int], dict[int, str]]:
     """Answer what the cache holds; return the prompts to send and every prompt's cache key."""
     todo: list[int] = []
@@ -125,7 +113,8 @@ def _lookup(client: Client, opts: _Options, state: _State) -> tuple[list[int], d
         except ConfigError as exc:  # e.g. a character UTF-8 cannot encode: that row's error
             state.invalid(uid, exc)
             continue
-        hit = _cache_hit(client, keys[uid]) if opts.cache and not opts.refresh else None
+        # counted in the client's history: %claude_usage counts hits and what they saved
+        hit = client.lookup(keys[uid]) if opts.cache and not opts.refresh else None
         if hit is not None:
             state.hit(uid, hit.text)
         else:
@@ -232,9 +221,7 @@ def run_batch(
     :class:`BatchInterrupted` (a KeyboardInterrupt) on Ctrl-C, carrying the partial result.
     """
     if client is None:
-        from .. import _kernel_client
-
-        client = _kernel_client()  # in a notebook with the extension loaded: the magics' client
+        client = kernel_client()  # in a notebook with the extension loaded: the magics' client
     own_client = client is None
     if client is None:
         from ..client import Client

@@ -137,7 +137,6 @@ class _Batches:
 
     def _collect(self, chunk: list[dict[str, Any]], results: list[dict[str, Any]],
                  by_id: dict[str, int]) -> None:
-        cache = self.client.cache if self.opts.cache else None
         seen = set()
         for line in results:
             uid = by_id.get(line.get("custom_id", ""))
@@ -148,9 +147,7 @@ class _Batches:
             if result.get("type") == "succeeded":
                 message = result.get("message") or {}
                 reply = _wire.reply_from_message(message, model=self.opts.model, batch=True)
-                if cache is not None:
-                    cache.set(self.keys[uid], reply.to_dict())
-                self.client.history.append(reply)
+                self.client.record(reply, self.keys[uid] if self.opts.cache else None)
                 self.state.ok(uid, reply)
             else:
                 self.state.fail(uid, _result_error(result))

@@ -102,7 +102,7 @@ class _Live:
         cap = opts.concurrency or DEFAULT_MAX_CONCURRENCY
         self.window = _Window(cap, start=min(START_WINDOW, cap) if opts.concurrency is None else START_WINDOW)
         self.pacer = _Pacer()
-        self.pacer.observe(client.ratelimit)  # the client's last reading: a second run starts paced
+        self.pacer.observe(client.last_ratelimit or {})  # the newest reading: a second run starts paced
         self.in_flight = 0
         self.marks: dict[int, int] = {}
         self.latencies: deque[float] = deque(maxlen=100)
@@ -202,7 +202,7 @@ class _Live:
             self.changed.set()
             if self.budget is not None:
                 self.budget.settle(uid, reply, prompt)
-            self._read_headers(mark if reply is not None and not reply.retries else None)
+            self._read_headers(reply, mark if reply is not None and not reply.retries else None)
             self.pacer.forget(self.marks.values())
 
     def _done(self, task: asyncio.Task[None]) -> None:
@@ -221,15 +221,16 @@ class _Live:
             service = float(np.percentile(np.fromiter(self.latencies, dtype=float), 20))
             self.window.sized_for(self.pacer.requests.rate, service)
 
-    def _read_headers(self, mark: int | None) -> None:
-        """Mirror the rate-limit headers of the response that just arrived.
+    def _read_headers(self, reply: Reply | None, mark: int | None) -> None:
+        """Mirror the rate-limit headers of the response that just arrived: the reply's own reading.
 
-        No task ran between the client noting this response's headers and this code (no await in
-        between), so ``client.ratelimit`` is this request's. For a retried or failed request
-        (``mark`` None) which attempt it is from is unknown: dated at receipt, with everything in
-        flight subtracted (prudent).
+        A failed request has no Reply: the client's newest reading stands in (a copy, taken here,
+        right after the request ended, as the engine always did); a failure may have had no
+        response at all. For a retried or failed request (``mark`` None) which attempt the reading
+        is from is unknown: dated at receipt, with everything in flight subtracted (prudent).
         """
-        self.pacer.observe(self.client.ratelimit, mark=mark, in_flight=self.in_flight)
+        reading = reply.ratelimit if reply is not None else self.client.last_ratelimit
+        self.pacer.observe(reading or {}, mark=mark, in_flight=self.in_flight)
 
     def _congestion(self, started: float) -> None:
         """A 429/529 (or a retry): a smaller window and a more prudent mirror, once per round trip."""
