@@ -42,9 +42,11 @@ class Secret:
 
     __slots__ = ("__weakref__", "_value")
 
-    def __init__(self, value: str) -> None:
+    def __init__(self, value: str, *, scrubbed: bool = True) -> None:
+        """``scrubbed=False`` for a value that is private but not secret (a user name in a URL): it
+        is held apart all the same, but not redacted from every text nor refused in prompts."""
         self._value = value
-        if len(value) >= _MIN_SCRUB:
+        if scrubbed and len(value) >= _MIN_SCRUB:
             with _lock:
                 _registered[id(self)] = self
 

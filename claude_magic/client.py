@@ -216,7 +216,7 @@ class Client:
             raise ConfigError(f"base_url must look like https://api.anthropic.com, got {shown!r}")
         self._userinfo: tuple[_secrets.Secret, _secrets.Secret] | None = None
         if url.userinfo:
-            self._userinfo = (_secrets.Secret(url.username), _secrets.Secret(url.password))
+            self._userinfo = (_secrets.Secret(url.username, scrubbed=False), _secrets.Secret(url.password))
             url = url.copy_with(username=None, password=None)
         self.base_url = str(url).rstrip("/")
         self._host = url.host

@@ -149,8 +149,8 @@ def _text_of(expr: str, value: Any, secrets: list[str], notes: list[str]) -> str
     for secret in secrets:
         if secret in text:
             raise InterpolationError(
-                f"{{{expr}}} holds the API key: it was not sent (a prompt never includes the key; "
-                "interpolate only the value you mean)")
+                f"{{{expr}}} holds the API key (or another secret in use): it was not sent (a prompt "
+                "never includes the key; interpolate only the value you mean)")
     return text
 
 

@@ -4,12 +4,15 @@ entry point registers the same module, and pytest refuses to register it twice).
 Every test starts from the same environment, whatever the developer's shell holds and whatever
 an earlier test did: no ``ANTHROPIC_*`` or ``CLAUDE_MAGIC_*`` setting, and a response cache of its
 own (never the user's cache, which outlives the run). Hypothesis has no deadline: a busy machine
-makes an example slow, not wrong.
+makes an example slow, not wrong. Ctrl-C is Python's KeyboardInterrupt even when the run was
+started in the background (a shell then ignores SIGINT for it, and ``_thread.interrupt_main()``,
+which the interrupt tests use, does nothing).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -22,6 +25,14 @@ pytest_plugins = [] if any(ep.value == _PLUGIN for ep in entry_points(group="pyt
 
 settings.register_profile("claude_magic", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("claude_magic")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def interruptible() -> Iterator[None]:
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture(autouse=True)

@@ -140,6 +140,17 @@ def test_a_password_in_base_url_is_sent_as_basic_auth_and_shown_nowhere(make, ca
     assert password not in str(bad.value) and "<redacted>@x" in str(bad.value)
 
 
+def test_a_user_name_in_base_url_is_held_apart_but_not_treated_as_a_secret(tmp_path) -> None:
+    from claude_magic._secrets import scrub, values
+    from claude_magic.interpolate import render
+
+    client = Client(api_key=KEY, base_url="https://analyst:pw-0123456789@gateway.example", cache_dir=tmp_path)
+    assert "analyst" not in values() and "pw-0123456789" in values()
+    assert scrub("the analyst said pw-0123456789") == "the analyst said <redacted>"
+    assert render("{who}", {"who": "analyst"}, secrets=values()).text == "analyst"
+    client.close()
+
+
 # -- answers that are not the protocol ----------------------------------------------------------------
 
 
@@ -272,14 +283,14 @@ def test_a_stream_that_produces_is_not_cut_by_max_wait(make) -> None:
             await asyncio.sleep(0.05)
             yield c
 
-    client = make(Server(lambda _b: ok_stream(slow())), max_wait=0.05, stream_idle_timeout=0.2)
+    client = make(Server(lambda _b: ok_stream(slow())), max_wait=0.05, stream_idle_timeout=30)
     assert client.complete("hi", cache=False).text == "tok " * 20
 
 
 @pytest.mark.timeout(30)
 def test_silence_after_some_text_is_bounded_and_keeps_the_text(make) -> None:
     server = Server(lambda _b: ok_stream(body_of(events_then(b""), then="pings", gap=0.02)))
-    client = make(server, max_wait=0.2, stream_idle_timeout=0.2)
+    client = make(server, max_wait=0.2, stream_idle_timeout=2)
     with pytest.raises(StreamInterrupted) as info:
         client.complete("hi", cache=False)
     assert info.value.partial == "Hello" and "stopped sending content" in str(info.value)

@@ -175,26 +175,6 @@ def test_prompt_cache_marks_are_reported_and_priced(client, claude_emulator) -> 
     assert again.cost < first.cost  # reads are billed at a fraction of writes
 
 
-class BatchClock:
-    """The emulator's batch clock, moved by the test: a batch ends when the test says, not when
-    a real interval has passed (which a loaded machine can spend in one request)."""
-
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def time(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def batch_clock(monkeypatch: pytest.MonkeyPatch) -> BatchClock:
-    from claude_magic.emulator import batches
-
-    clock = BatchClock()
-    monkeypatch.setattr(batches, "time", clock)
-    return clock
-
-
 def test_count_tokens_and_batches_round_trip(client, claude_emulator, batch_clock) -> None:
     n = client.count_tokens(PROMPT)
     assert n == client.complete(PROMPT, cache=False).usage.input_tokens

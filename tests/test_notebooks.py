@@ -195,7 +195,7 @@ def test_nbval_passes_a_fresh_run_and_fails_a_changed_answer(small_notebook: Pat
         [sys.executable, "-m", "pytest", "-rA", "-p", "no:cacheprovider", "-p", "no:randomly", "--rootdir",
          str(folder), "-c", os.devnull, "--nbval", "--nbval-current-env", "--nbval-sanitize-with",
          str(SANITIZER), str(small_notebook)],
-        cwd=folder, env=_clean_env(CLAUDE_MAGIC_DISPLAY="final"), capture_output=True, text=True, timeout=120)
+        cwd=folder, env=_clean_env(CLAUDE_MAGIC_DISPLAY="final"), capture_output=True, text=True, timeout=280)
     verdicts = {int(cell): verdict for verdict, cell in
                 re.findall(r"^(PASSED|FAILED) small\.ipynb::Cell (\d)", done.stdout, re.MULTILINE)}
     assert verdicts == {0: "PASSED", 1: "PASSED", 2: "FAILED", 3: "FAILED"}, done.stdout[-4000:]
@@ -265,7 +265,7 @@ def test_demo_runs_the_quickstart_and_prints_a_summary(tmp_path: Path) -> None:
     out = tmp_path / "executed.ipynb"
     done = subprocess.run([sys.executable, "-m", "claude_magic.demo", "-o", str(out)], cwd=ROOT,
                           env=_clean_env(CLAUDE_MAGIC_OFFLINE="1"),  # scrubbed for the kernel
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=280)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == f"wrote the executed notebook to {out} (ran notebooks/quickstart.ipynb against the " \
@@ -292,7 +292,7 @@ def test_demo_failure_is_one_line_and_nonzero(tmp_path: Path) -> None:
     nbformat.write(nb, broken)
     demo = [sys.executable, "-m", "claude_magic.demo"]
     done = subprocess.run([*demo, str(broken), "-o", str(tmp_path / "o.ipynb")], cwd=tmp_path,
-                          env=_clean_env(), capture_output=True, text=True, timeout=120)
+                          env=_clean_env(), capture_output=True, text=True, timeout=280)
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: a cell of "), done.stderr
     assert (tmp_path / "o.ipynb").exists(), "the partial notebook is kept to read the failure"
@@ -317,9 +317,10 @@ def _nbval(notebook: Path, *flags: str, **env: str) -> subprocess.CompletedProce
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-rA", "-p", "no:cacheprovider", "-p", "no:randomly", "--rootdir",
          str(notebook.parent), "-c", os.devnull, *flags, str(notebook)],
-        cwd=notebook.parent, env=_clean_env(**env), capture_output=True, text=True, timeout=180)
+        cwd=notebook.parent, env=_clean_env(**env), capture_output=True, text=True, timeout=280)
 
 
+@pytest.mark.timeout(600)  # two kernels and three nested pytest runs; slow on a loaded machine
 def test_ci_recipe_records_once_and_replays_identically_with_strict_nbval(tmp_path: Path,
                                                                           claude_emulator: Any) -> None:
     from claude_magic.demo import execute_notebook
