@@ -536,18 +536,23 @@ class Client:
             timeout=httpx.Timeout(limit, connect=CONNECT_TIMEOUT, pool=None),
             extensions=_http.sent_hook(call.sent),
         )
-        call.begin_attempt(deadline=time.monotonic() + limit + CONNECT_TIMEOUT)
+        return await self._whole(call, self._post_exchange(call, request), limit + CONNECT_TIMEOUT)
+
+    async def _whole(self, call: Call, exchange: Awaitable[T], seconds: float) -> T:
+        """One attempt whose answer comes whole (not streamed), bounded by ``seconds``: its time
+        counts as producing if it succeeds, as idle if it fails (see ``_call``)."""
+        call.begin_attempt(deadline=time.monotonic() + seconds)
         produced = False
         try:
             with _Watchdog(call) as watchdog:
                 try:
-                    message = await self._post_exchange(call, request)
+                    result = await exchange
                 except asyncio.CancelledError:
                     if watchdog.fired:
                         raise watchdog.expired(self.base_url) from None
                     raise
             produced = True
-            return message
+            return result
         finally:
             call.end(produced)
 
@@ -759,20 +764,8 @@ class Client:
 
         async def attempt() -> Any:
             request = self._client().build_request(method, path, json=body, params=params, headers=headers)
-            call.begin_attempt(deadline=time.monotonic() + READ_TIMEOUT_BASE + CONNECT_TIMEOUT)
-            produced = False
-            try:
-                with _Watchdog(call) as watchdog:
-                    try:
-                        result = await self._json_exchange(request, lines)
-                    except asyncio.CancelledError:
-                        if watchdog.fired:
-                            raise watchdog.expired(self.base_url) from None
-                        raise
-                produced = True
-                return result
-            finally:
-                call.end(produced)
+            return await self._whole(call, self._json_exchange(request, lines),
+                                     READ_TIMEOUT_BASE + CONNECT_TIMEOUT)
 
         return await self._bridge.on_loop(lambda _: self._retrying(call, attempt))
 
