@@ -92,6 +92,7 @@ def load_ipython_extension(ipython: Any) -> None:
     magics = ClaudeMagics(shell=ipython)
     ipython.register_magics(magics)
     ipython.events.register("pre_run_cell", magics._warn_literal_key)
+    ipython.events.register("post_run_cell", magics._scrub_config)
     _loaded[id(ipython)] = magics
 
 
@@ -103,6 +104,7 @@ def unload_ipython_extension(ipython: Any) -> None:
     magics.close()
     try:
         ipython.events.unregister("pre_run_cell", magics._warn_literal_key)
+        ipython.events.unregister("post_run_cell", magics._scrub_config)
     except ValueError:
         pass
     manager = ipython.magics_manager

@@ -48,8 +48,10 @@ KEY_MARKER = "<hidden: set>"  # what the config holds once a key was set (the ke
 # A literal key typed into a cell (Anthropic keys start sk-ant-): it is now in In, the history
 # database and the saved notebook.
 _LITERAL_KEY = re.compile(r"sk-ant-[A-Za-z0-9_-]{20,}")
-# The keys set with %config or %claude_key, by shell: not in the config object, which anyone can print.
+# The keys set with %config or %claude_key, by shell: not in the config object, which anyone can print;
+# and base URLs set with a password in them.
 _KEYS: dict[int, Any] = {}
+_URLS: dict[int, Any] = {}
 # settings the Client is built with: changing one rebuilds it (the next use)
 _CLIENT_TRAITS = ("api_key", "base_url", "api_version", "cache_dir", "max_wait", "offline", "cache", "model",
                   "max_tokens")
@@ -158,16 +160,54 @@ class ClaudeMagics(Magics):
         self._scrub_config()
         return KEY_MARKER
 
+    @validate("base_url")
+    def _keep_password_apart(self, proposal: Any) -> Any:
+        """A ``user:password@`` in base_url stays out of the config and of ``%config ClaudeMagics``,
+        as the key does: the trait shows the URL redacted, the whole URL is kept apart."""
+        from ._secrets import Secret, redact_url
+
+        value = proposal["value"]
+        shell = id(self.shell)
+        if value is None:
+            _URLS.pop(shell, None)
+            return None
+        shown = redact_url(str(value))
+        if shown == str(value):  # no password given: a plain URL, or the redacted one re-applied
+            kept = _URLS.get(shell)
+            if kept is None or redact_url(kept.reveal()) != shown:
+                _URLS.pop(shell, None)
+            return value
+        if (kept := _URLS.get(shell)) is None or kept.reveal() != str(value):
+            _URLS[shell] = Secret(str(value))
+            self._drop_client()  # the shown URL may not change: no change event rebuilds the client
+        self._scrub_config()
+        return shown
+
+    def _base_url(self) -> str | None:
+        """The base URL to use: the whole one (password included) when it was set here."""
+        kept = _URLS.get(id(self.shell))
+        return kept.reveal() if kept is not None and self.base_url else (self.base_url or None)
+
     def update_config(self, config: Any) -> None:
         # %config loads the traits, then merges the raw value into the config object: scrub after
         super().update_config(config)
         self._scrub_config()
 
-    def _scrub_config(self) -> None:
-        for config in (self.config, getattr(self.shell, "config", None)):
-            section = config.get("ClaudeMagics") if config is not None else None
-            if section is not None and section.get("api_key") not in (None, KEY_MARKER):
+    def _scrub_config(self, *_: Any) -> None:
+        """Replace a key or a password in every config object that holds the ClaudeMagics section:
+        %config merges it into a copy of each configurable's config (the shell's included), after
+        ours; so this also runs after each cell (post_run_cell)."""
+        from ._secrets import redact_url
+
+        holders = [self, self.shell, *getattr(self.shell, "configurables", ())]
+        for config in {id(c): c for h in holders if (c := getattr(h, "config", None)) is not None}.values():
+            section = config.get("ClaudeMagics")
+            if section is None:
+                continue
+            if section.get("api_key") not in (None, KEY_MARKER):
                 section["api_key"] = KEY_MARKER
+            if isinstance(section.get("base_url"), str):
+                section["base_url"] = redact_url(section["base_url"])
 
     def _key(self) -> Any:
         """The key set in this kernel (a Secret), or None: the environment's is the client's default."""
@@ -247,7 +287,7 @@ class ClaudeMagics(Magics):
             cache = self.response_cache
             self._client = Client(
                 api_key=key or self._key() or None,
-                base_url=url or self.base_url or None,
+                base_url=url or self._base_url(),
                 api_version=self.api_version or None,
                 model=self.model or None,
                 max_tokens=self.max_tokens,

@@ -92,3 +92,17 @@ def test_a_comment_after_batch_arguments_is_a_comment(ip: Any, claude_emulator: 
     assert ip.user_ns["df"]["label"].notna().all() and sent(claude_emulator) == 2
     err = fails(ip, '%claude_batch df.review "Say {review}"  # no DEST')
     assert "give -o DEST" in str(err)
+
+
+def test_a_password_in_base_url_stays_out_of_the_config(ip: Any, claude_emulator: Any,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    password = "pw-secret-0123456789"
+    url = claude_emulator.url.replace("http://", f"http://analyst:{password}@")
+    run(ip, f"%config ClaudeMagics.base_url = {url!r}")
+    run(ip, "%%claude -m claude-haiku-5-5\nhello through a gateway")
+    assert claude_emulator.requests[-1].headers["authorization"] == "REDACTED"  # Basic credentials went
+    run(ip, "%config ClaudeMagics")
+    shown = capsys.readouterr().out + str(ip.config) + repr(ip.find_cell_magic("claude").__self__.client)
+    assert password not in shown and "<redacted>@127.0.0.1" in shown
+    assert all(password not in str(c.config) for c in ip.configurables)  # %config copies it to each
+    ip.user_ns.pop("_claude", None)
