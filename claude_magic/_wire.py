@@ -418,8 +418,12 @@ class MessageAssembler:
         if not isinstance(obj, dict):
             raise malformed(f"a stream event is {_kind(obj)}, not an object: {_peek(data)}")
         kind = obj.get("type", event)
-        if kind == "content_block_delta":
-            return self._delta(_index(obj, data), _field(obj, "delta", dict, data))
+        if kind == "content_block_delta":  # the per-token path: checks inlined
+            index, delta = obj.get("index"), obj.get("delta")
+            if type(index) is not int or type(delta) is not dict or not 0 <= index < 10_000:
+                index = _index(obj, data)  # raises, naming what came
+                delta = _field(obj, "delta", dict, data)
+            return self._delta(index, delta)
         if kind == "content_block_start":
             self._start(_index(obj, data), _field(obj, "content_block", dict, data))
         elif kind == "content_block_stop":

@@ -56,6 +56,7 @@ CONNECT_TIMEOUT = 5.0
 DEFAULT_MAX_WAIT = 600.0
 # Streaming: the longest silence between two events (the API pings while it thinks).
 STREAM_IDLE_TIMEOUT = 90.0
+CONTENT_TICK = 0.25  # s: how often a producing stream settles its clocks (see _call), not per token
 _Seam = Seam  # the name tests and older code use
 __all__ += ["MAX_RESUMES"]
 
@@ -622,9 +623,12 @@ class Client:
     async def _read_events(self, call: Call, asm: _wire.MessageAssembler, response: httpx.Response) -> None:
         stopped = False
         try:
+            monotonic = time.monotonic
             async for sse in EventSource(response).aiter_sse():
                 event = asm.feed(sse.event, sse.data)
-                if sse.event not in ("ping", "message_start"):
+                # Content arrived: settle the clocks, at most every CONTENT_TICK s (not per token).
+                if sse.event not in ("ping", "message_start") and (
+                        not call.attempt_content or monotonic() - call.mark > CONTENT_TICK):
                     call.content()
                 if event is None:
                     continue
