@@ -557,13 +557,17 @@ class Client:
         finally:
             call.end(produced)
 
+    async def _answered(self, call: Call, response: httpx.Response) -> None:
+        """Note what every answer carries (rate-limit reading, request id); raise a non-200's error."""
+        self._note_headers(response.headers, call)
+        call.request_id = response.headers.get("request-id")
+        if response.status_code != 200:
+            raise await self._error_of(response)
+
     async def _post_exchange(self, call: Call, request: httpx.Request) -> dict[str, Any]:
         response = await self._send(request)
         try:
-            self._note_headers(response.headers, call)
-            call.request_id = response.headers.get("request-id")
-            if response.status_code != 200:
-                raise await self._error_of(response)
+            await self._answered(call, response)
             try:
                 content, too_long = await _http.read_capped(response, _http.REPLY_LIMIT)
             except httpx.TransportError as exc:
@@ -607,10 +611,7 @@ class Client:
                                asm: _wire.MessageAssembler) -> dict[str, Any]:
         response = await self._send(request)
         try:
-            self._note_headers(response.headers, call)
-            call.request_id = response.headers.get("request-id")
-            if response.status_code != 200:
-                raise await self._error_of(response)
+            await self._answered(call, response)
             try:
                 _http.check_content_type(response, "text/event-stream", self.base_url)
             except MalformedResponseError as exc:
