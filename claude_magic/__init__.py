@@ -1,7 +1,8 @@
 """claude_magic: Claude in Jupyter — ``%%claude`` streaming, a response cache, batches over dataframes.
 
 ``import claude_magic`` stays light: the public names are imported on first access.
-``%load_ext claude_magic`` registers the magics (see ``claude_magic.magics``).
+``%load_ext claude_magic`` registers the magics (``magics``, ``batch_magic``, ``session_magics``)
+over one Session per shell (``_session``), which ``session()`` returns.
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-# Each shell's magics and their client, kept below batch (which must not import this package).
-from ._kernel import kernel_client as _kernel_client
+# Each shell's Session and magics, kept below batch (which must not import this package).
+from ._kernel import Loaded as _Loaded
+from ._kernel import kernel_session as _kernel_session
 from ._kernel import loaded as _loaded
 
 __version__ = "0.1.0"
@@ -19,12 +21,14 @@ __all__ = [
     "Client",
     "Reply",
     "ResponseCache",
+    "Session",
     "Usage",
     "__version__",
     "errors",
     "get_client",
     "load_ipython_extension",
     "map_prompts",
+    "session",
     "unload_ipython_extension",
 ]
 
@@ -34,12 +38,14 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "Reply": (".reply", "Reply"),
     "Usage": (".reply", "Usage"),
     "ResponseCache": (".cache", "ResponseCache"),
+    "Session": ("._session", "Session"),
     "map_prompts": (".batch", "map_prompts"),
     "errors": (".errors", None),
 }
 
 if TYPE_CHECKING:
     from . import errors
+    from ._session import Session
     from .batch import map_prompts
     from .cache import ResponseCache
     from .client import Client
@@ -61,57 +67,76 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
 
-_default_client: Any = None
+_default_session: Session | None = None
+
+
+def session() -> Session:
+    """The Session to use from Python: in a shell where ``%load_ext claude_magic`` ran, the magics'
+    own (their ``%config``, key, client, cache, emulator, chats and ``%claude_usage`` history);
+    elsewhere one Session from the environment, made on first use and shared, closed at exit.
+    (Its class is ``claude_magic.Session``; its module is private so that this function keeps the
+    name.)"""
+    global _default_session
+    shared = _kernel_session()
+    if shared is not None:
+        return shared  # type: ignore[no-any-return]
+    if _default_session is None:
+        import atexit
+
+        from ._session import Session
+
+        _default_session = Session()
+        atexit.register(_default_session.close)
+    return _default_session
 
 
 def get_client() -> Client:
-    """The client to use from Python: in a notebook where ``%load_ext claude_magic`` ran, the
-    magics' own (their ``%config``, key, cache, emulator and ``%claude_usage`` table); elsewhere one
-    ``Client()`` from the environment, made on first use and shared, closed at exit. (Not named
-    ``client``: that is the module ``claude_magic.client``.)"""
-    global _default_client
-    shared = _kernel_client()
-    if shared is not None:
-        return shared  # type: ignore[no-any-return]
-    if _default_client is None or _default_client.closed:
-        import atexit
-
-        from .client import Client
-
-        _default_client = Client()
-        atexit.register(_default_client.close)
-    return _default_client  # type: ignore[no-any-return]
+    """The client to use from Python, ``session().client``: in a notebook where ``%load_ext
+    claude_magic`` ran, the magics' own; elsewhere one ``Client`` from the environment, made on
+    first use and shared (a new one if it was closed), closed at exit. (Not named ``client``: that
+    is the module ``claude_magic.client``.)"""
+    return session().client
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """``%load_ext claude_magic``: register the magics (their heavy imports wait for first use)."""
+    """``%load_ext claude_magic``: register the magics over a new Session (their heavy imports wait
+    for first use)."""
+    from .batch_magic import BatchMagics
     from .magics import ClaudeMagics
+    from .session_magics import SessionMagics
 
-    if id(ipython) in _loaded:  # loaded twice without an unload: keep the one instance
+    if id(ipython) in _loaded:  # loaded twice without an unload: keep the one Session
         return
-    magics = ClaudeMagics(shell=ipython)
-    ipython.register_magics(magics)
-    ipython.events.register("pre_run_cell", magics._warn_literal_key)
-    ipython.events.register("post_run_cell", magics._scrub_config)
-    _loaded[id(ipython)] = magics
+    settings = ClaudeMagics(shell=ipython)  # every setting, and the Session they build
+    magics = (settings, BatchMagics(ipython, settings.session), SessionMagics(ipython, settings.session))
+    ipython.register_magics(*magics)
+    ipython.events.register("pre_run_cell", settings._warn_literal_key)
+    ipython.events.register("post_run_cell", settings._scrub_config)
+    _loaded[id(ipython)] = _Loaded(settings.session, magics)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    """``%unload_ext claude_magic``: remove the magics and close the client, cache and emulator."""
-    magics = _loaded.pop(id(ipython), None)
-    if magics is None:
+    """``%unload_ext claude_magic``: close the Session (client, cache, emulator) and remove every
+    magic and configurable that loading added."""
+    loaded = _loaded.pop(id(ipython), None)
+    if loaded is None:
         return
-    magics.close()
-    try:
-        ipython.events.unregister("pre_run_cell", magics._warn_literal_key)
-        ipython.events.unregister("post_run_cell", magics._scrub_config)
-    except ValueError:
-        pass
+    loaded.session.close()
+    settings = loaded.session.settings  # the ClaudeMagics instance
+    for event, callback in (("pre_run_cell", settings._warn_literal_key),
+                            ("post_run_cell", settings._scrub_config)):
+        try:
+            ipython.events.unregister(event, callback)
+        except ValueError:
+            pass
     manager = ipython.magics_manager
-    for kind, names in magics.magics.items():
-        for name in names:
-            if getattr(manager.magics[kind].get(name), "__self__", None) is magics:
-                del manager.magics[kind][name]
-    manager.registry.pop(type(magics).__name__, None)
-    if magics in getattr(ipython, "configurables", []):
-        ipython.configurables.remove(magics)
+    configurables = getattr(ipython, "configurables", [])
+    for magics in loaded.magics:
+        for kind, names in magics.magics.items():
+            for name in names:
+                if getattr(manager.magics[kind].get(name), "__self__", None) is magics:
+                    del manager.magics[kind][name]
+        if manager.registry.get(type(magics).__name__) is magics:
+            del manager.registry[type(magics).__name__]
+        if magics in configurables:
+            configurables.remove(magics)

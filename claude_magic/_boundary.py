@@ -1,6 +1,6 @@
 """The boundary between the magics and the person: one-line failures that still fail the cell,
-and the splitting of a magic's line. Shared by every magic module (no IPython import beyond the
-error class, so loading the extension stays fast)."""
+the splitting of a magic's line and a Markdown output. Shared by every magic module (no IPython
+import beyond the error class, so loading the extension stays fast)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import shlex
 
 from IPython.core.error import UsageError
 
-__all__ = ["MagicError", "split_args"]
+__all__ = ["MagicError", "show_markdown", "split_args"]
 
 
 class MagicError(UsageError):
@@ -54,3 +54,10 @@ def split_args(line: str) -> list[str]:
         return shlex.split(line)
     except ValueError as exc:
         raise MagicError(f"cannot parse the options {line.strip()!r}: {exc}") from None
+
+
+def show_markdown(markdown: str, plain: str | None = None) -> None:
+    """Display Markdown, with ``plain`` (else the Markdown itself) for text front ends."""
+    from IPython.display import display
+
+    display({"text/markdown": markdown, "text/plain": plain if plain is not None else markdown}, raw=True)

@@ -1,29 +1,46 @@
-"""The magics loaded in the running IPython shell, for the layers below them (no IPython import
+"""What the running IPython shell loaded, for the layers below the magics (no IPython import
 unless a shell loaded the extension).
 
-``load_ipython_extension`` registers each shell's ``ClaudeMagics`` in ``loaded``; the Python API
-(``get_client``, ``batch.run_batch``) asks :func:`kernel_client` for their client, so that code in
-a notebook shares the magics' settings, cache, emulator and usage table. It lives below both so
-that ``batch`` need not import the package above it.
+``load_ipython_extension`` records each shell's Session and magics in ``loaded``; the Python API
+(``session``, ``get_client``, ``batch.run_batch``) asks :func:`kernel_session` or
+:func:`kernel_client` for them, so that code in a notebook shares the magics' settings, cache,
+emulator and usage table. It lives below both so that ``batch`` need not import the package
+above it.
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["kernel_client", "loaded"]
-
-# The instance registered in each shell, so that unloading closes exactly what loading opened.
-loaded: dict[int, Any] = {}
+__all__ = ["Loaded", "kernel_client", "kernel_session", "loaded"]
 
 
-def kernel_client() -> Any:
-    """The client of the magics loaded in the running IPython shell, or None: the Python API
-    called from a notebook then shares the magics' settings, cache, emulator and usage table."""
+@dataclass(frozen=True)
+class Loaded:
+    """What loading the extension in one shell made: its Session and the magics registered over it."""
+
+    session: Any
+    magics: tuple[Any, ...]
+
+
+# By shell, so that unloading closes and removes exactly what loading made.
+loaded: dict[int, Loaded] = {}
+
+
+def kernel_session() -> Any:
+    """The Session of the running IPython shell, if it loaded the extension; else None."""
     if not loaded or "IPython" not in sys.modules:
         return None
     from IPython import get_ipython
 
-    magics = loaded.get(id(get_ipython()))
-    return magics.get_client() if magics is not None else None
+    entry = loaded.get(id(get_ipython()))
+    return entry.session if entry is not None else None
+
+
+def kernel_client() -> Any:
+    """The client of the running shell's Session, or None: the Python API called from a notebook
+    then shares the magics' settings, cache, emulator and usage table."""
+    session = kernel_session()
+    return session.client if session is not None else None

@@ -1,9 +1,10 @@
 """``%claude_batch``: the magic over :func:`claude_magic.batch.run_batch`.
 
-``magics.py`` registers it (``@no_var_expand``, so ``{review}`` and ``$x`` in the template reach
-us untouched) and calls :func:`claude_batch` with the ``ClaudeMagics`` instance. This module
-only parses, resolves SOURCE and DEST in the user's namespace and shows progress; pandas and
-the engine are imported on first use so that loading the extension stays fast.
+``BatchMagics`` registers it (``@no_var_expand``, so ``{review}`` and ``$x`` in the template reach
+us untouched) and calls :func:`claude_batch` with the shell's Session, which gives the client and
+the ``%config ClaudeMagics`` settings. This module only parses, resolves SOURCE and DEST in the
+user's namespace and shows progress; pandas and the engine are imported on first use so that
+loading the extension stays fast.
 
 The line is split with a bracket-aware splitter rather than ``parse_argstring``'s shell rules,
 which would turn ``df["col"]`` into ``df[col]``; the tokens then go to the same
@@ -19,15 +20,17 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from ._boundary import MagicError
 from .errors import ClaudeError
 
 if TYPE_CHECKING:
+    from ._session import Session
     from .batch import BatchResult, Progress
 
-__all__ = ["ProgressView", "claude_batch", "resolve_source", "split_line"]
+__all__ = ["BatchMagics", "ProgressView", "claude_batch", "resolve_source", "split_line"]
 
 RESULT_NAME = "_claude_batch"  # the last BatchResult, in the user's namespace (as _ is the last output)
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -110,7 +113,7 @@ def _unquote(token: str) -> str:
           help="USD: start no request that could take the spend past it")
 @argument("--no-cache", action="store_true", help="neither read nor write the response cache")
 @argument("--refresh", action="store_true", help="ask again and overwrite the cached answers")
-def claude_batch(magics: Any, line: str, cell: str | None = None) -> None:
+def claude_batch(session: Session, shell: Any, line: str, cell: str | None = None) -> None:
     """Ask Claude one prompt template per row and store the answers.
 
     %claude_batch SOURCE "TEMPLATE" -o DEST [options]
@@ -128,10 +131,10 @@ def claude_batch(magics: Any, line: str, cell: str | None = None) -> None:
     if args.dest is None and not args.dry_run:
         raise MagicError("give -o DEST (df.new_col, df['new_col'] or a variable name) for the answers, "
                          "or use --dry-run")
-    ns = magics.shell.user_ns
-    data = resolve_source(args.source, ns, magics.shell)
+    ns = shell.user_ns
+    data = resolve_source(args.source, ns, shell)
     write = _writer(args.dest, ns) if args.dest is not None else None
-    options = magics.request_options(model=args.model, max_tokens=args.max_tokens, system=args.system)
+    options = session.request_options(model=args.model, max_tokens=args.max_tokens, system=args.system)
     if args.max_tokens is not None and args.max_tokens < 1:
         raise MagicError(f"--max-tokens must be a positive integer, got {args.max_tokens}")
     if args.budget is not None and not args.budget > 0:
@@ -141,9 +144,9 @@ def claude_batch(magics: Any, line: str, cell: str | None = None) -> None:
 
     from .batch import BatchInterrupted, run_batch
 
-    view = ProgressView(_mode(magics)) if not args.dry_run else None
+    view = ProgressView(_mode(shell, session.settings)) if not args.dry_run else None
     try:
-        client = magics.client
+        client = session.client
         result = run_batch(template, data, client=client, concurrency=args.concurrency, api=args.api,
                            dry_run=args.dry_run, budget=args.budget, cache=not args.no_cache,
                            refresh=args.refresh, progress=view, **options)
@@ -161,6 +164,24 @@ def claude_batch(magics: Any, line: str, cell: str | None = None) -> None:
     _deliver(result, write, ns, view)
     if result.aborted is not None:
         raise MagicError.of(result.aborted) from None
+
+
+@magics_class
+class BatchMagics(Magics):
+    """``%claude_batch`` and ``%%claude_batch`` over the shell's Session."""
+
+    def __init__(self, shell: Any, session: Session, **kwargs: Any) -> None:
+        super().__init__(shell=shell, **kwargs)
+        self.session = session
+
+    @no_var_expand
+    @line_cell_magic
+    def claude_batch(self, line: str, cell: str | None = None) -> None:
+        # the module's claude_batch (a class body's names are not seen from its methods)
+        return claude_batch(self.session, self.shell, line, cell)
+
+
+BatchMagics.claude_batch.__doc__ = claude_batch.__doc__  # %claude_batch? shows the whole usage
 
 
 def _template(on_line: str | None, cell: str | None) -> str:
@@ -340,11 +361,11 @@ def _merged_variable(old: Any, series: Any) -> Any:
 # Progress
 
 
-def _mode(magics: Any) -> str:
+def _mode(shell: Any, settings: Any) -> str:
     from .display import detect_mode
 
-    requested = getattr(magics, "display", None)
-    return detect_mode(magics.shell, None if requested in (None, "auto") else requested)
+    requested = getattr(settings, "display", None)  # %config ClaudeMagics.display; none outside the magics
+    return detect_mode(shell, None if requested in (None, "auto") else requested)
 
 
 class ProgressView:

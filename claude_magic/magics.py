@@ -1,9 +1,15 @@
-"""The IPython magics: ``%%claude``, ``%claude_chat``, ``%claude_usage``, ``%claude_cache``,
-``%claude_emulator`` and ``%claude_batch``.
+"""``%%claude``, ``%claude_chat`` and ``%claude_key``, and every setting of the magics.
 
-Settings are traitlets on ``ClaudeMagics`` (``%config ClaudeMagics.model = ...``).
-Precedence: magic arguments, then ``%config``, then the environment (``ANTHROPIC_API_KEY``,
-``ANTHROPIC_BASE_URL``, ``CLAUDE_MAGIC_CACHE_DIR``, ``CLAUDE_MAGIC_OFFLINE``), then defaults.
+Settings are traitlets on ``ClaudeMagics`` (``%config ClaudeMagics.model = ...``), for all the
+magics (``%claude_batch`` and ``%claude_usage`` / ``%claude_cache`` / ``%claude_emulator`` live in
+``batch_magic`` and ``session_magics``). Precedence: magic arguments, then ``%config``, then the
+environment (``ANTHROPIC_API_KEY``, ``ANTHROPIC_BASE_URL``, ``CLAUDE_MAGIC_CACHE_DIR``,
+``CLAUDE_MAGIC_OFFLINE``), then defaults. The traitlets also keep a key, and a password in
+``base_url``, out of the config object (which anyone can print).
+
+What the settings build — the client, the response cache, the emulator, the chats — belongs to
+the shell's :class:`~claude_magic._session.Session` (``self.session``, also
+``claude_magic.session()``), told by the observers here when a setting changes.
 
 The last reply of ``%%claude`` is ``_claude`` in the user's namespace (as ``_`` is the
 last output) and ``ClaudeMagics.last_reply``.
@@ -18,17 +24,16 @@ import argparse
 import keyword
 import os
 import re
-import shutil
 import sys
-import weakref
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class, no_var_expand
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, Enum, Float, Int, Unicode, observe, validate
 
-from ._boundary import MagicError, split_args
+from ._boundary import MagicError, show_markdown, split_args
+from ._session import CLIENT_SETTINGS, Session
 from .errors import ClaudeError
 
 if TYPE_CHECKING:
@@ -43,7 +48,6 @@ __all__ = ["MagicError", "ClaudeMagics", "Secret", "split_args"]
 T = TypeVar("T")
 EFFORTS = ("low", "medium", "high", "xhigh", "max")
 DEFAULT_CHAT = "default"  # = chat.DEFAULT_NAME (chat.py is imported on first use)
-EMULATOR_KEY = "sk-emulator-not-a-real-key"
 KEY_MARKER = "<hidden: set>"  # what the config holds once a key was set (the key itself is kept apart)
 # A literal key typed into a cell (Anthropic keys start sk-ant-): it is now in In, the history
 # database and the saved notebook.
@@ -52,9 +56,6 @@ _LITERAL_KEY = re.compile(r"sk-ant-[A-Za-z0-9_-]{20,}")
 # and base URLs set with a password in them.
 _KEYS: dict[int, Any] = {}
 _URLS: dict[int, Any] = {}
-# settings the Client is built with: changing one rebuilds it (the next use)
-_CLIENT_TRAITS = ("api_key", "base_url", "api_version", "cache_dir", "max_wait", "offline", "cache", "model",
-                  "max_tokens")
 
 
 class _SecretStr(str):
@@ -124,14 +125,8 @@ class ClaudeMagics(Magics):
     last_reply: ClassVar[Reply | None] = None
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
-        # set before Magics.__init__, which applies the shell's config (and so the observers run)
-        self._client: Client | None = None
-        self._cache: ResponseCache | None = None
-        self._emulator: Any = None
-        self._emulator_cache_dir: str | None = None  # the emulator's own temporary response cache
-        self._emulator_cleanup: weakref.finalize | None = None
-        self._past_history: list[Reply] = []
-        self._chats: ChatStore | None = None
+        # made before Magics.__init__, which applies the shell's config (and so the observers run)
+        self.session = Session(self)
         super().__init__(shell=shell, **kwargs)
 
     # -- the key ----------------------------------------------------------------------------------------
@@ -156,7 +151,8 @@ class ClaudeMagics(Magics):
             return None
         if _KEYS.get(id(self.shell)) != key:
             _KEYS[id(self.shell)] = key
-            self._drop_client()  # the trait keeps the marker: no change event rebuilds the client
+            # the trait keeps the marker: no change event tells the session
+            self.session.setting_changed("api_key")
         self._scrub_config()
         return KEY_MARKER
 
@@ -179,12 +175,14 @@ class ClaudeMagics(Magics):
             return value
         if (kept := _URLS.get(shell)) is None or kept.reveal() != str(value):
             _URLS[shell] = Secret(str(value))
-            self._drop_client()  # the shown URL may not change: no change event rebuilds the client
+            # the shown URL may not change: no change event tells the session
+            self.session.setting_changed("base_url")
         self._scrub_config()
         return shown
 
-    def _base_url(self) -> str | None:
-        """The base URL to use: the whole one (password included) when it was set here."""
+    def kept_base_url(self) -> str | None:
+        """The base URL to use: the whole one (password included) when it was set here (the
+        Session builds the client with it)."""
         kept = _URLS.get(id(self.shell))
         return kept.reveal() if kept is not None and self.base_url else (self.base_url or None)
 
@@ -209,8 +207,9 @@ class ClaudeMagics(Magics):
             if isinstance(section.get("base_url"), str):
                 section["base_url"] = redact_url(section["base_url"])
 
-    def _key(self) -> Any:
-        """The key set in this kernel (a Secret), or None: the environment's is the client's default."""
+    def kept_key(self) -> Any:
+        """The key set in this kernel (a Secret), or None: the environment's is the client's default
+        (the Session builds the client with it)."""
         return _KEYS.get(id(self.shell)) if self.api_key == KEY_MARKER else None
 
     def _warn_literal_key(self, info: Any) -> None:
@@ -242,86 +241,30 @@ class ClaudeMagics(Magics):
 
         print(f"key set for this kernel ({masked(typed)}); it is not saved anywhere")
 
-    # -- the client and the cache ------------------------------------------------------------------
+    # -- what the settings build: the Session's -------------------------------------------------------
 
-    @observe(*_CLIENT_TRAITS)
+    @observe(*CLIENT_SETTINGS)
     def _settings_changed(self, change: Any) -> None:
-        self._drop_client(close_cache=change["name"] in ("cache_dir", "offline", "cache"))
-
-    def _drop_client(self, close_cache: bool = False) -> None:
-        if self._client is not None:
-            self._past_history.extend(self._client.history)
-            self._client.close()
-            self._client = None
-        if close_cache and self._cache is not None:
-            self._cache.close()
-            self._cache = None
-
-    @property
-    def response_cache(self) -> ResponseCache | None:
-        """The response cache (opened on first use; None with ``%config ClaudeMagics.cache = False``)."""
-        if not self.cache:
-            return None
-        if self._cache is None:
-            from .cache import ResponseCache
-
-            # the emulator's fake answers go to its own temporary cache, never the user's real one
-            self._cache = ResponseCache(self._emulator_cache_dir or self.cache_dir, offline=self.offline)
-        return self._cache
-
-    @property
-    def chats(self) -> ChatStore:
-        """The conversations of ``--chat``, by name."""
-        if self._chats is None:
-            from .chat import ChatStore
-
-            self._chats = ChatStore()
-        return self._chats
-
-    def get_client(self) -> Client:
-        """The kernel's Client, built from the settings on first use (raises ClaudeError on a bad one)."""
-        if self._client is None:
-            from .client import Client
-
-            url, key = (self._emulator.url, EMULATOR_KEY) if self._emulator is not None else (None, None)
-            cache = self.response_cache
-            self._client = Client(
-                api_key=key or self._key() or None,
-                base_url=url or self._base_url(),
-                api_version=self.api_version or None,
-                model=self.model or None,
-                max_tokens=self.max_tokens,
-                max_wait=self.max_wait,
-                cache=cache if cache is not None else False,
-                offline=self.offline,
-            )
-        return self._client
+        self.session.setting_changed(change["name"])
 
     @property
     def client(self) -> Client:
-        return self.get_client()
+        """The session's client (``claude_magic.session().client``)."""
+        return self.session.client
 
-    def request_options(self, *, model: str | None = None, max_tokens: int | None = None,
-                        system: str | None = None, effort: str | None = None) -> dict[str, Any]:
-        """``complete`` keyword arguments: the given values, else the ``%config`` ones (else the client's)."""
-        options: dict[str, Any] = {
-            "model": model or self.model or None,
-            "max_tokens": max_tokens or self.max_tokens,
-            "system": system if system is not None else (self.system or None),
-            "effort": effort or self.effort or None,
-        }
-        return {k: v for k, v in options.items() if v is not None}
+    @property
+    def response_cache(self) -> ResponseCache | None:
+        """The session's response cache (None with ``%config ClaudeMagics.cache = False``)."""
+        return self.session.response_cache
+
+    @property
+    def chats(self) -> ChatStore:
+        """The session's conversations of ``--chat``, by name."""
+        return self.session.chats
 
     def history(self) -> list[Reply]:
         """Every reply of this kernel (kept across client rebuilds)."""
-        current = self._client.history if self._client is not None else []
-        return [*self._past_history, *current]
-
-    def close(self) -> None:
-        """Close the client, the cache and the emulator (``%unload_ext`` / ``%reload_ext``)."""
-        self._drop_client(close_cache=True)
-        if self._emulator is not None:
-            self._stop_emulator()
+        return self.session.history()
 
     # -- %%claude ------------------------------------------------------------------------------------
 
@@ -356,15 +299,15 @@ class ClaudeMagics(Magics):
             self._check_out(args.out)
         prompt = self._prompt(cell, args)
         system = self._interpolated(args.system, args, "-s") if args.system is not None else None
-        options = self.request_options(model=args.model, max_tokens=args.max_tokens, system=system,
-                                       effort=args.effort)
+        options = self.session.request_options(model=args.model, max_tokens=args.max_tokens, system=system,
+                                               effort=args.effort)
         if args.stop:
             options["stop_sequences"] = [_unescape(s) for s in args.stop]
         if args.thinking:
             options["thinking"] = "summarized"
         plan = None
         if args.chat is not None:
-            conversation = self.chats.get(args.chat)
+            conversation = self.session.chats.get(args.chat)
             key = chat.cell_key(self.shell, f"{line}\n{cell}")
             plan = conversation.plan(key, prompt, self.chat_token_budget)
         requested = self.display if self.display != "auto" else ("final" if self.offline else None)
@@ -373,7 +316,7 @@ class ClaudeMagics(Magics):
                           notes=plan.notes if plan else ())
         reply = self._ask(view, plan.messages if plan else prompt, args, options)
         if plan is not None:
-            self.chats.get(args.chat).commit(plan, reply.text)
+            self.session.chats.get(args.chat).commit(plan, reply.text)
         self._remember(reply, args.out)
 
     def _check_out(self, name: str) -> None:
@@ -414,7 +357,7 @@ class ClaudeMagics(Magics):
 
     def _ask(self, view: StreamView, prompt: Any, args: argparse.Namespace, options: dict[str, Any]) -> Reply:
         try:
-            client = self.get_client()
+            client = self.session.client
             view.start()
             reply = client.complete(prompt, stream=not args.no_stream, on_text=view.update,
                                     on_thinking=view.think, cache=not args.no_cache, refresh=args.refresh,
@@ -442,7 +385,8 @@ class ClaudeMagics(Magics):
             return
         from .reply import Reply, Usage
 
-        model = options.get("model") or (self._client.model if self._client is not None else "")
+        built = self.session.client_if_built
+        model = options.get("model") or (built.model if built is not None else "")
         reply = Reply(text=text, content=[{"type": "text", "text": text}], stop_reason=None,
                       stop_sequence=None, usage=Usage(), model=model, id="",
                       incomplete=" ".join(reason.split()))
@@ -471,133 +415,21 @@ class ClaudeMagics(Magics):
         words = split_args(line)
         action = words[0] if words else "list"
         name = words[1] if len(words) > 1 else None
+        chats = self.session.chats
         if action == "list":
-            names = self.chats.names()
-            lines = [f"{n}: {len(self.chats.chats[n].turns)} turn(s), ~{self.chats.chats[n].tokens:,} tokens"
+            names = chats.names()
+            lines = [f"{n}: {len(chats.chats[n].turns)} turn(s), ~{chats.chats[n].tokens:,} tokens"
                      for n in names]
             print("\n".join(lines) or "no conversations yet: use %%claude --chat [NAME]")
         elif action == "show":
-            if name is not None and name not in self.chats.chats:
-                raise MagicError(f"no chat named {name!r}; chats: {', '.join(self.chats.names()) or 'none'}")
-            _display_markdown(self.chats.get(name).to_markdown())
+            if name is not None and name not in chats.chats:
+                raise MagicError(f"no chat named {name!r}; chats: {', '.join(chats.names()) or 'none'}")
+            show_markdown(chats.get(name).to_markdown())
         elif action == "reset":
-            gone = self.chats.reset(None if name == "--all" else name or DEFAULT_CHAT)
+            gone = chats.reset(None if name == "--all" else name or DEFAULT_CHAT)
             print(f"reset chat {', '.join(repr(n) for n in gone)}" if gone else "nothing to reset")
         else:
             raise MagicError(f"%claude_chat takes list, show [NAME] or reset [NAME|--all], got {action!r}")
-
-    # -- %claude_usage -------------------------------------------------------------------------------
-
-    @line_magic
-    def claude_usage(self, line: str = "") -> None:
-        """%claude_usage: this kernel's calls per model (tokens, cost, cache hits and savings, retries)."""
-        from .display import usage_table
-
-        markdown, plain = usage_table(self.history())
-        _display_markdown(markdown, plain)
-
-    # -- %claude_cache -------------------------------------------------------------------------------
-
-    @line_magic
-    def claude_cache(self, line: str) -> None:
-        """%claude_cache stats | clear | export PATH | import PATH [--host HOST]: the response cache.
-
-        import --host maps a cassette recorded against one API host (the emulator's 127.0.0.1) to
-        another (api.anthropic.com, what CI uses): answers are never shared across hosts otherwise.
-        """
-        words = split_args(line)
-        action = words[0] if words else "stats"
-        cache = self.response_cache
-        if cache is None:
-            raise MagicError("the response cache is off (%config ClaudeMagics.cache = True turns it on)")
-        try:
-            if action == "stats" and len(words) <= 1:
-                print(_cache_stats(cache))
-            elif action == "clear" and len(words) == 1:
-                reason = cache.broken
-                removed = cache.clear()
-                print(f"rebuilt the response cache at {cache.directory} (it was unusable: {reason})" if reason
-                      else f"removed {removed:,} cached answers from {cache.directory}")
-            elif action == "export" and len(words) == 2:
-                print(f"wrote {cache.export(words[1]):,} answers to {words[1]}")
-            elif action == "import" and len(words) == 2:
-                print(f"read {cache.import_(words[1]):,} answers from {words[1]}")
-            elif action == "import" and len(words) == 4 and words[2] == "--host":
-                print(f"read {cache.import_(words[1], host=words[3]):,} answers from {words[1]} "
-                      f"for host {words[3]}")
-            else:
-                raise MagicError(f"%claude_cache takes stats, clear, export PATH or import PATH "
-                                       f"[--host HOST], got {line.strip()!r}")
-        except (ClaudeError, OSError) as exc:
-            raise MagicError.of(exc) from None
-
-    # -- %claude_emulator ----------------------------------------------------------------------------
-
-    @line_magic
-    def claude_emulator(self, line: str) -> None:
-        """%claude_emulator start [--ttft S] [--token-rate N] [name=value ...] | stop | status
-
-        start runs the bundled API emulator in this kernel and points the magics at it (with a
-        dummy key and a new, empty temporary response cache, so fake answers never reach the real
-        one); stop shuts it down, deletes that cache and restores the settings.
-        """
-        words = split_args(line)
-        action = words[0] if words else "status"
-        if action == "start":
-            self._start_emulator(_knobs(words[1:]))
-        elif action == "stop":
-            if self._emulator is None:
-                print("the emulator is not running")
-                return
-            self._stop_emulator()
-            print("emulator stopped; the magics use the real API settings and cache again")
-        elif action == "status":
-            running = self._emulator is not None
-            print(f"emulator running at {self._emulator.url}" if running else "the emulator is not running")
-        else:
-            raise MagicError(f"%claude_emulator takes start [knobs], stop or status, got {action!r}")
-
-    def _start_emulator(self, knobs: dict[str, Any]) -> None:
-        import tempfile
-
-        from .emulator import Emulator
-
-        if self._emulator is not None:
-            raise MagicError(f"the emulator is already running at {self._emulator.url}: "
-                             "%claude_emulator stop first")
-        try:
-            emulator = Emulator(**knobs)
-        except TypeError as exc:
-            raise MagicError(f"unknown emulator setting: {exc}") from exc
-        except ValueError as exc:
-            raise MagicError(str(exc)) from exc
-        emulator.start()
-        self._drop_client(close_cache=True)
-        self._emulator = emulator
-        self._emulator_cache_dir = tempfile.mkdtemp(prefix="claude_magic_emulator_")
-        # removed at exit too, if the kernel ends without %claude_emulator stop
-        self._emulator_cleanup = weakref.finalize(emulator, shutil.rmtree, self._emulator_cache_dir, True)
-        print(f"emulator running at {emulator.url}; %%claude now talks to it, with an empty temporary "
-              "cache (%claude_emulator stop to undo)")
-
-    def _stop_emulator(self) -> None:
-        emulator, self._emulator = self._emulator, None
-        self._drop_client(close_cache=True)
-        emulator.stop()
-        if self._emulator_cleanup is not None:
-            self._emulator_cleanup()
-            self._emulator_cleanup = None
-        self._emulator_cache_dir = None
-
-    # -- %claude_batch -------------------------------------------------------------------------------
-
-    @no_var_expand
-    @line_cell_magic
-    def claude_batch(self, line: str, cell: str | None = None) -> Any:
-        from .batch_magic import claude_batch
-
-        return claude_batch(self, line, cell)
-
 
 
 def _parse(magic: Any, line: str) -> argparse.Namespace:
@@ -623,55 +455,3 @@ def _unsafe_to_replace(value: Any) -> str | None:
     if module in ("pandas", "polars", "pyarrow") and hasattr(value, "columns"):
         return f"a {type(value).__name__} (to add a column, use %claude_batch ... -o NAME.column)"
     return None
-
-
-def _knobs(words: list[str]) -> dict[str, Any]:
-    """``--token-rate 200 ttft=0.5`` -> ``{"token_rate": 200, "ttft": 0.5}`` (values as Python literals)."""
-    import ast
-
-    knobs: dict[str, Any] = {}
-    i = 0
-    while i < len(words):
-        word = words[i]
-        if "=" in word:
-            name, raw = word.split("=", 1)
-        elif word.startswith("--") and i + 1 < len(words):
-            name, raw = word, words[i + 1]
-            i += 1
-        else:
-            raise MagicError(f"emulator settings are --name VALUE or name=VALUE, got {word!r}")
-        try:
-            value: Any = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            value = raw
-        knobs[name.lstrip("-").replace("-", "_")] = value
-        i += 1
-    return knobs
-
-
-def _cache_stats(cache: ResponseCache) -> str:
-    from .pricing import format_cost
-
-    if cache.broken:
-        return (f"the response cache at {cache.directory} is unusable ({cache.broken}): calls run without "
-                "it; %claude_cache clear rebuilds it")
-    s = cache.stats
-    return (f"{s.entries:,} cached answers, {s.volume_bytes / 1e6:.1f} MB in {cache.directory}"
-            f"{' (offline)' if cache.offline else ''}; this kernel: {s.hits:,} hits, {s.misses:,} misses, "
-            f"{s.tokens_saved:,} tokens and {format_cost(s.dollars_saved)} saved")
-
-
-def _display_markdown(markdown: str, plain: str | None = None) -> None:
-    from IPython.display import display
-
-    display({"text/markdown": markdown, "text/plain": plain if plain is not None else markdown}, raw=True)
-
-
-def _batch_usage() -> None:
-    # %claude_batch? shows the whole usage; batch_magic itself imports no pandas (about 5 ms)
-    from .batch_magic import claude_batch
-
-    ClaudeMagics.claude_batch.__doc__ = claude_batch.__doc__
-
-
-_batch_usage()

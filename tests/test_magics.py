@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import time
-import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,13 @@ from claude_magic.magics import ClaudeMagics, MagicError
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "sk-ant-test-SECRET-0123456789abcdef"
-MAGIC_NAMES = {"line": {"claude_chat", "claude_usage", "claude_cache", "claude_emulator", "claude_batch"},
+MAGIC_NAMES = {"line": {"claude_chat", "claude_key", "claude_usage", "claude_cache", "claude_emulator",
+                        "claude_batch"},
                "cell": {"claude", "claude_batch"}}
+# each magic, and the class (one per topic) that holds it
+MAGIC_CLASSES = {"claude": "ClaudeMagics", "claude_chat": "ClaudeMagics", "claude_key": "ClaudeMagics",
+                 "claude_batch": "BatchMagics", "claude_usage": "SessionMagics",
+                 "claude_cache": "SessionMagics", "claude_emulator": "SessionMagics"}
 
 
 def outputs(ip: Any) -> list[dict[str, Any]]:
@@ -98,20 +102,37 @@ def test_import_claude_magic_is_light_and_exports_lazily() -> None:
 
 def test_unload_leaves_nothing_behind_and_reload_works(ip: Any, emu: Any) -> None:
     run(ip, "%%claude\nhello")
-    old = magics(ip)
-    client = old._client
+    old, session = magics(ip), claude_magic.session()
+    client = session.client_if_built
     assert client is not None
     run(ip, "%reload_ext claude_magic")
     assert client.closed  # the old client was closed, its loop thread stopped
-    assert magics(ip) is not old
+    assert magics(ip) is not old and claude_magic.session() is not session
     assert old not in ip.configurables
     run(ip, "%unload_ext claude_magic")
     manager = ip.magics_manager
     for kind, names in MAGIC_NAMES.items():
         assert not names & set(manager.magics[kind]), kind
-    assert "ClaudeMagics" not in manager.registry
-    assert not any(isinstance(c, ClaudeMagics) for c in ip.configurables)
+    assert not set(MAGIC_CLASSES.values()) & set(manager.registry)
+    assert not any(type(c).__name__ in MAGIC_CLASSES.values() for c in ip.configurables)
     run(ip, "%load_ext claude_magic")  # the fixture unloads it again
+
+
+def test_each_topic_has_its_magics_class_over_one_session(ip: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(claude_magic, "_default_session", None)  # the one made below stays in this test
+    session = claude_magic.session()
+    for name, owner in MAGIC_CLASSES.items():
+        magic = ip.find_line_magic(name) or ip.find_cell_magic(name)
+        assert type(magic.__self__).__name__ == owner, name
+        assert magic.__self__.session is session, name
+        assert ip.magics_manager.registry[owner] is magic.__self__
+    assert session.settings is ip.magics_manager.registry["ClaudeMagics"]
+    run(ip, "%unload_ext claude_magic")
+    for name in MAGIC_CLASSES:
+        assert ip.find_line_magic(name) is None and ip.find_cell_magic(name) is None, name
+    assert claude_magic.session() is not session  # outside the extension: the environment's
+    run(ip, "%load_ext claude_magic")
+    assert claude_magic.session() is not session  # a new one for the new magics
 
 
 def test_usage_is_shown_by_claude_question_mark(ip: Any) -> None:
@@ -342,8 +363,9 @@ def test_the_key_never_appears_in_outputs(ip: Any, emu: Any, capsys: pytest.Capt
     fails(ip, "%%claude --no-cache\nhi")
     run(ip, "%claude_usage")
     run(ip, "%claude_cache stats")
-    texts = [capsys.readouterr(), outputs(ip), repr(magics(ip)), repr(magics(ip)._client), repr(shown),
-             json.dumps(ip.user_ns["_claude"].to_dict()), str(ip.config), repr(ip.config)]
+    texts = [capsys.readouterr(), outputs(ip), repr(magics(ip)), repr(claude_magic.session().client),
+             repr(claude_magic.session()), repr(shown), json.dumps(ip.user_ns["_claude"].to_dict()),
+             str(ip.config), repr(ip.config)]
     assert SECRET not in str(texts) and SECRET[:-4] not in str(texts)
     assert "'<hidden>'" in str(texts[0])  # the trait's current value, as %config ClaudeMagics lists it
     assert shown == "<hidden: set>"  # the config object holds a marker; the key is kept apart
@@ -592,30 +614,30 @@ def test_offline_mode_makes_a_miss_an_error(ip: Any, emu: Any) -> None:
 def test_emulator_magic_starts_points_and_stops(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
     run(ip, "%config ClaudeMagics.display = 'handle'")
     run(ip, "%claude_emulator start --ttft 0.01 token_rate=500")
-    m = magics(ip)
-    assert m._emulator is not None and m._emulator.knobs["token_rate"] == 500
-    url = m._emulator.url
+    session = claude_magic.session()
+    assert session.emulator is not None and session.emulator.knobs["token_rate"] == 500
+    url = session.emulator.url
     assert url in capsys.readouterr().out
     run(ip, "%%claude\nno key needed")
     assert ip.user_ns["_claude"].text
     assert "already running" in str(fails(ip, "%claude_emulator start"))
     run(ip, "%claude_emulator stop")
-    assert m._emulator is None and m._client is None
+    assert session.emulator is None and session.client_if_built is None
     assert "ANTHROPIC_API_KEY" in str(fails(ip, "%%claude --no-cache\nno key now"))
     assert "unknown emulator setting" in str(fails(ip, "%claude_emulator start --bogus 1"))
 
 
 def test_claude_batch_gets_the_line_unexpanded(ip: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[tuple[Any, str, str | None]] = []
-    fake = types.ModuleType("claude_magic.batch_magic")
-    fake.claude_batch = lambda magics, line, cell: calls.append((magics, line, cell))  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "claude_magic.batch_magic", fake)
+    from claude_magic import batch_magic
+
+    calls: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(batch_magic, "claude_batch", lambda *args: calls.append(args))
     run(ip, "review = 'NOT THIS'\nx = 'NOR THIS'")
     run(ip, '%claude_batch df.review "Classify {review} $x" -o df.label')
-    assert calls[-1][1] == 'df.review "Classify {review} $x" -o df.label' and calls[-1][2] is None
-    assert calls[-1][0] is magics(ip)
+    assert calls[-1][2] == 'df.review "Classify {review} $x" -o df.label' and calls[-1][3] is None
+    assert calls[-1][0] is claude_magic.session() and calls[-1][1] is ip  # the session and the shell
     run(ip, "%%claude_batch df -o out\nSummarise {review}")
-    assert calls[-1][1:] == ("df -o out", "Summarise {review}\n")
+    assert calls[-1][2:] == ("df -o out", "Summarise {review}\n")
 
 
 # -- in a real kernel (an event loop is already running there) -------------------------------------

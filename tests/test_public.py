@@ -22,8 +22,8 @@ MODULES = sorted(
 
 def test_the_package_offers_exactly_its_all() -> None:
     assert sorted(claude_magic.__all__) == sorted([
-        "Client", "Reply", "ResponseCache", "Usage", "__version__", "errors", "get_client",
-        "load_ipython_extension", "map_prompts", "unload_ipython_extension",
+        "Client", "Reply", "ResponseCache", "Session", "Usage", "__version__", "errors", "get_client",
+        "load_ipython_extension", "map_prompts", "session", "unload_ipython_extension",
     ])
     for name in claude_magic.__all__:
         assert getattr(claude_magic, name) is not None

@@ -1,16 +1,22 @@
-"""The Session: what it builds from the settings, when it rebuilds, what ``close`` releases."""
+"""The Session: what it builds from the settings, when it rebuilds, what ``close`` releases, and
+how ``claude_magic.session()`` finds the shell's (or the environment's) one."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from canary import TEST_KEY
+from ipshell import loaded_shell, run
 
+import claude_magic
 from claude_magic._session import EnvironmentSettings, Session
 
+ROOT = Path(__file__).resolve().parents[1]
 MODEL = "claude-haiku-5-5"
 
 
@@ -145,3 +151,40 @@ def test_close_closes_the_client_the_cache_and_the_emulator(
     assert client.closed and closed == [True]
     assert "stopped" in repr(emulator) and session.emulator is None and not temporary.exists()
     session.close()  # twice is fine
+
+
+# -- claude_magic.session() ---------------------------------------------------------------------------
+
+
+def test_outside_a_shell_session_is_one_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(claude_magic, "_default_session", None)
+    shared = claude_magic.session()
+    try:
+        assert isinstance(shared, claude_magic.Session) and claude_magic.session() is shared
+        assert isinstance(shared.settings, EnvironmentSettings)
+        assert claude_magic.get_client() is shared.client
+    finally:
+        shared.close()
+
+
+def test_in_a_shell_session_is_the_magics_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with loaded_shell(monkeypatch, tmp_path / "cache", "s", "c") as ip:
+        run(ip, f"%config ClaudeMagics.model = {MODEL!r}")
+        run(ip, "import claude_magic\ns = claude_magic.session()\nc = claude_magic.get_client()")
+        settings = ip.magics_manager.registry["ClaudeMagics"]
+        assert ip.user_ns["s"] is settings.session and ip.user_ns["s"].settings is settings
+        assert claude_magic.session().client is claude_magic.get_client() is ip.user_ns["c"]
+        assert ip.user_ns["c"].model == MODEL
+        run(ip, "%config ClaudeMagics.model = 'claude-sonnet-5-5'")  # %config rebuilds it
+        assert ip.user_ns["c"].closed and claude_magic.get_client().model == "claude-sonnet-5-5"
+        run(ip, "%config ClaudeMagics.system = 'Be terse.'")  # not a client setting
+        assert claude_magic.session().client_if_built is not None
+
+
+def test_the_session_module_is_light_and_leaves_the_function_its_name() -> None:
+    code = ("import sys, claude_magic, claude_magic._session\n"
+            "s = claude_magic._session.Session()\n"
+            "print(callable(claude_magic.session), [m for m in ('IPython', 'httpx', 'diskcache') "
+            "if m in sys.modules])\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True []"
