@@ -33,8 +33,8 @@ _SCRUBBED = ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "CLAUDE_MAGIC_OFFLINE", 
 # Run in the kernel after the notebook (not saved): what the magics saw.
 _PROBE = """\
 import json as _json
-_magic = get_ipython().find_cell_magic("claude")
-_h = _magic.__self__.history() if _magic is not None else []
+import claude_magic as _claude_magic
+_h = _claude_magic.session().history()
 _hit = [r.cached or bool(r.extra.get("replayed")) for r in _h]
 print(_json.dumps({"streamed": _hit.count(False), "cache_hits": _hit.count(True),
                    "cost": sum(r.cost or 0.0 for r in _h)}))
