@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import json
 import logging
@@ -30,6 +31,7 @@ from httpx_sse import EventSource
 from . import _http, _httpcore_fix, _secrets, _wire
 from ._call import CONTINUE_PROMPT, GRACE, MAX_RESUMES, READ_TIMEOUT_BASE, Call, Seam, read_timeout
 from ._loop import LoopThread, route
+from ._scheduler import Priority, Scheduler, Ticket, bucket_of, resolve
 from ._wire import StreamError, TextDelta, ThinkingDelta
 from .cache import ResponseCache, append_to_cassette
 from .errors import (
@@ -198,7 +200,7 @@ class Client:
         self._http: httpx.AsyncClient | None = None
         self._bridge = LoopThread("this Client")
         self._lock = threading.Lock()
-        self._pause_until = 0.0
+        self.scheduler = Scheduler()
         self.history: list[Reply] = []
         self.last_reply: Reply | None = None
         self.ratelimit: dict[str, Any] = {}
@@ -290,8 +292,9 @@ class Client:
 
     @property
     def paused_until(self) -> float:
-        """``time.monotonic()`` until which a server's ``retry-after`` pauses every request."""
-        return self._pause_until
+        """``time.monotonic()`` until which a server's ``retry-after`` pauses batch requests (the
+        latest pause of any bucket; see ``claude_magic._scheduler``)."""
+        return self.scheduler.paused_until
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the client's loop and wait for it; Ctrl-C cancels it (within a second)."""
@@ -404,6 +407,8 @@ class Client:
         refresh: bool = False,
         extra_headers: dict[str, str] | None = None,
         on_thinking: Callable[[str], Any] | None = None,
+        priority: str | None = None,
+        job: str | None = None,
         **options: Any,
     ) -> Reply:
         """Ask Claude; return the whole ``Reply``.
@@ -414,7 +419,9 @@ class Client:
         other body field. ``on_text(delta)`` is called on this thread as text arrives, and
         ``on_thinking(delta)`` as thinking does (streamed calls with thinking shown).
         ``cache=False`` neither reads nor writes the response cache; ``refresh=True``
-        asks again and overwrites the cached answer.
+        asks again and overwrites the cached answer. ``priority``: ``"interactive"`` (the default:
+        admitted ahead of batch work) or ``"batch"``; ``job``: the id of the batch job it belongs to
+        (see ``claude_magic._scheduler``). Time spent waiting for admission is not part of ``max_wait``.
         """
         prep = self._prepare(
             prompt_or_messages,
@@ -429,7 +436,9 @@ class Client:
                 on_text(hit.text)
             return hit
         headers = self._headers(prep.headers)
-        return self._bridge.call(lambda emit: self._call(prep, headers, emit), route(on_text, on_thinking))
+        admission = resolve(priority, job)
+        return self._bridge.call(lambda emit: self._call(prep, headers, emit, admission=admission),
+                                 route(on_text, on_thinking))
 
     async def acomplete(
         self,
@@ -442,6 +451,8 @@ class Client:
         extra_headers: dict[str, str] | None = None,
         on_thinking: Callable[[str], Any] | None = None,
         on_sent: Callable[[float], Any] | None = None,
+        priority: str | None = None,
+        job: str | None = None,
         **options: Any,
     ) -> Reply:
         """``complete`` for async code, from any event loop (Jupyter's, or the client's own).
@@ -462,26 +473,52 @@ class Client:
                 on_text(hit.text)
             return hit
         headers = self._headers(prep.headers)
-        return await self._bridge.on_loop(lambda emit: self._call(prep, headers, emit, on_sent),
+        admission = resolve(priority, job)
+        return await self._bridge.on_loop(lambda emit: self._call(prep, headers, emit, on_sent, admission),
                                           route(on_text, on_thinking))
 
     async def _call(
         self, prep: _Prepared, headers: dict[str, str], emit: Callable[[str], Any] | None,
         on_sent: Callable[[float], Any] | None = None,
+        admission: tuple[Priority, str | None] = (Priority.INTERACTIVE, None),
     ) -> Reply:
-        call = Call(prep.body, emit, max_wait=self.retry_policy.max_wait, on_sent=on_sent,
+        # Admitted first: the call's clocks (max_wait) start once it may go.
+        ticket = await self.scheduler.admit(bucket_of("messages", prep.body["model"]), *admission)
+        reply: Reply | None = None
+        error: BaseException | None = None
+        try:
+            reply = await self._admitted(prep, headers, emit, on_sent, ticket)
+            return reply
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self.scheduler.done(ticket, reply, error, self.ratelimit)
+
+    async def _admitted(
+        self, prep: _Prepared, headers: dict[str, str], emit: Callable[[str], Any] | None,
+        on_sent: Callable[[float], Any] | None, ticket: Ticket,
+    ) -> Reply:
+        def sent(at: float) -> None:
+            ticket.sent(at)
+            if on_sent is not None:
+                on_sent(at)
+
+        call = Call(prep.body, emit, max_wait=self.retry_policy.max_wait, on_sent=sent,
                     first_wait=self.stream_idle_timeout, grace=min(GRACE, self.stream_idle_timeout))
         if prep.stream:
             message = await self._retrying(
                 call,
                 lambda: self._stream_attempt(call, headers),
                 on_broken=lambda asm: self._prepare_resume(call, asm),
+                ticket=ticket,
             )
         else:
-            message = await self._retrying(call, lambda: self._post_attempt(call, headers))
+            message = await self._retrying(call, lambda: self._post_attempt(call, headers), ticket=ticket)
             if text := _wire.text_of(message.get("content") or []):
                 call.text(text)
         reply = self._reply(call, message, time.perf_counter() - call.started)
+        reply.queued = ticket.queued
         if prep.store and prep.key is not None and (cache := self.cache) is not None:
             cache.set(prep.key, reply.to_dict())
             if self.cassette and not self.offline:
@@ -676,10 +713,12 @@ class Client:
         call: Call,
         attempt: Callable[[], Awaitable[T]],
         on_broken: Callable[[_wire.MessageAssembler], dict[str, Any] | None] | None = None,
+        *,
+        ticket: Ticket,
     ) -> T:
         """Run ``attempt`` until it succeeds, the failure is final, or the time budget is spent."""
         while True:
-            await self._respect_pause(call)
+            await self._respect_pause(call, ticket)
             try:
                 return await attempt()
             except _OutOfTime as exc:
@@ -702,7 +741,7 @@ class Client:
                         raise self._final(call, error, gave_up=True) from None
                 delay = self.retry_policy.delay(call.retries, getattr(error, "headers", None))
                 if isinstance(error, APIError) and error.retry_after is not None:
-                    self._pause_until = max(self._pause_until, time.monotonic() + delay)
+                    self.scheduler.pause(ticket.bucket, time.monotonic() + delay, ticket.priority)
                 if delay > call.idle_left:
                     raise self._final(call, error, gave_up=True, next_wait=delay) from None
                 resumed = None
@@ -715,10 +754,12 @@ class Client:
                 await asyncio.sleep(delay)
                 call.waited(delay)
 
-    async def _respect_pause(self, call: Call) -> None:
-        while (wait := self._pause_until - time.monotonic()) > 0:
+    async def _respect_pause(self, call: Call, ticket: Ticket) -> None:
+        """Wait out a ``retry-after`` pause of the request's bucket (an interactive request only one
+        that an interactive request was given: a batch's pause does not hold a person up)."""
+        while (wait := self.scheduler.paused(ticket.bucket, ticket.priority)) > 0:
             if wait > call.idle_left:
-                pause = RateLimitError("the API asked every request of this client to wait (retry-after)",
+                pause = RateLimitError("the API asked requests to this model to wait (retry-after)",
                                        status=429, type="rate_limit_error")
                 raise self._final(call, pause, gave_up=True, next_wait=wait)
             await asyncio.sleep(wait)
@@ -762,17 +803,34 @@ class Client:
         body: Any = None,
         params: dict[str, Any] | None = None,
         lines: bool = False,
+        bucket: str = "batches",
     ) -> Any:
-        """One JSON (or JSON lines) exchange with the API, retried like a message."""
+        """One JSON (or JSON lines) exchange with the API, admitted and retried like a message."""
         headers = self._headers(None)
-        call = Call({"model": "", "messages": [], "max_tokens": 0}, None, max_wait=self.retry_policy.max_wait)
+        admission = resolve(None, None)
 
-        async def attempt() -> Any:
-            request = self._client().build_request(method, path, json=body, params=params, headers=headers)
-            return await self._whole(call, self._json_exchange(request, lines),
-                                     READ_TIMEOUT_BASE + CONNECT_TIMEOUT)
+        async def exchange() -> Any:
+            ticket = await self.scheduler.admit(bucket, *admission)
+            error: BaseException | None = None
+            call = Call({"model": "", "messages": [], "max_tokens": 0}, None,
+                        max_wait=self.retry_policy.max_wait)
 
-        return await self._bridge.on_loop(lambda _: self._retrying(call, attempt))
+            async def attempt() -> Any:
+                request = self._client().build_request(method, path, json=body, params=params,
+                                                       headers=headers, extensions=_http.sent_hook(call.sent))
+                return await self._whole(call, self._json_exchange(request, lines),
+                                         READ_TIMEOUT_BASE + CONNECT_TIMEOUT)
+
+            call.on_sent = ticket.sent
+            try:
+                return await self._retrying(call, attempt, ticket=ticket)
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                self.scheduler.done(ticket, None, error, self.ratelimit if error is None else None)
+
+        return await self._bridge.on_loop(lambda _: exchange())
 
     async def _json_exchange(self, request: httpx.Request, lines: bool) -> Any:
         response = await self._send(request)
@@ -800,7 +858,7 @@ class Client:
     ) -> int:
         """Input tokens the prompt would use (``/v1/messages/count_tokens``); sends no message."""
         body = _wire.count_tokens_body(self.build_body(prompt_or_messages, model=model, **options))
-        result = await self._json("POST", "/v1/messages/count_tokens", body)
+        result = await self._json("POST", "/v1/messages/count_tokens", body, bucket="count_tokens")
         count = result.get("input_tokens") if isinstance(result, dict) else None
         if isinstance(count, bool) or not isinstance(count, int):
             raise _wire.malformed(f"count_tokens from {self.base_url} gave no integer input_tokens")
@@ -858,10 +916,22 @@ class Client:
         if self.closed:
             return
         self.closed = True
+        self._cancel_jobs()
         http = self._http
         self._bridge.close(http.aclose if http is not None else None)
         if self._owns_cache and self._cache is not None:
             self._cache.close()
+
+    def _cancel_jobs(self, timeout: float = 5.0) -> None:
+        """Cancel the background jobs still running and wait (a bounded time) for each to keep what
+        it answered: closing the loop under them would lose it."""
+        jobs = [job for job in self.scheduler.jobs().values() if job is not None and not job.done()]
+        for job in jobs:
+            job.cancel()
+        deadline = time.monotonic() + timeout
+        for job in jobs:
+            with contextlib.suppress(Exception):
+                job.exception(timeout=max(0.0, deadline - time.monotonic()))
 
     def __enter__(self) -> Client:
         return self

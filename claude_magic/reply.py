@@ -73,7 +73,8 @@ class Reply:
     Of this call only (not cached): ``ratelimit`` is the ``anthropic-ratelimit-*`` reading of the
     answer (header names without the prefix, plus ``at``: ``time.monotonic()`` at receipt), or
     None; ``sent_at`` the ``time.monotonic()`` when the (last) request had left whole, or None
-    where the transport does not say; ``attempts`` the requests sent (0 for a cache hit).
+    where the transport does not say; ``attempts`` the requests sent (0 for a cache hit);
+    ``queued`` the seconds it waited for the scheduler to admit it (not part of ``latency``).
     """
 
     text: str
@@ -96,6 +97,7 @@ class Reply:
     ratelimit: dict[str, Any] | None = _per_call(None)
     sent_at: float | None = _per_call(None)
     attempts: int = _per_call(0)
+    queued: float = _per_call(0.0)
 
     @property
     def thinking(self) -> str:

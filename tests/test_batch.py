@@ -28,7 +28,6 @@ from claude_magic.batch import (
 from claude_magic.batch._batches import _chunks
 from claude_magic.batch._dryrun import _estimate, _spread_sample
 from claude_magic.batch._live import _Budget, _usd
-from claude_magic.batch._pacing import _Pacer
 from claude_magic.client import Client
 from claude_magic.emulator import Emulator
 from claude_magic.errors import AuthenticationError, ConfigError, NotFoundError, PermissionDeniedError
@@ -373,13 +372,15 @@ def test_rows_that_fail_stay_empty_and_are_listed(emu: Emulator, client: Client)
 def test_a_bug_in_the_engine_stops_the_run_with_its_message_and_keeps_the_rows_done(
         emu: Emulator, client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
+    success = _pacing._Window.success
 
-    def broken(self: _Pacer, in_flight: Any) -> None:
+    def broken(self: _pacing._Window) -> None:
         calls.append(1)
         if len(calls) == 3:
             raise RuntimeError("bookkeeping broke")
+        success(self)
 
-    monkeypatch.setattr(_Pacer, "forget", broken)
+    monkeypatch.setattr(_pacing._Window, "success", broken)
     result = run_batch("Q {value}", [f"q{i}" for i in range(40)], client=client, model=MODEL, concurrency=1)
     assert "stopped early: RuntimeError: bookkeeping broke" in str(result.summary)
     # it broke after the third answer (the fourth may have started meanwhile): every answer stays

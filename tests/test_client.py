@@ -266,7 +266,7 @@ def test_retry_after_pauses_every_request_of_the_client(make) -> None:
     client = make(server)
     reply = client.complete("hi")
     assert reply.retries == 1
-    assert client._pause_until > 0  # the wait applied client-wide, not only to this call
+    assert client.paused_until > 0  # the wait applies to the bucket, not only to this call
 
 
 def test_connection_refused_is_retried_a_few_times_then_one_line(make) -> None:

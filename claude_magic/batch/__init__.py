@@ -52,6 +52,7 @@ from .._kernel import kernel_client
 from ..errors import ConfigError
 from ._batches import _Batches
 from ._dryrun import _dry_run, _peek
+from ._job import BatchJob, JobState
 from ._live import _Budget, _Live
 from ._plan import PromptPlan, plan_prompts
 from ._report import BatchInterrupted, BatchResult, BatchSummary, DryRunReport, Progress, _Options, _State
@@ -61,9 +62,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BatchInterrupted",
+    "BatchJob",
     "BatchResult",
     "BatchSummary",
     "DryRunReport",
+    "JobState",
     "Progress",
     "map_prompts",
     "plan_prompts",
@@ -201,8 +204,9 @@ def run_batch(
     refresh: bool = False,
     progress: Callable[[Progress], Any] | None = None,
     poll_interval: float = 2.0,
+    background: bool = False,
     **body_options: Any,
-) -> BatchResult:
+) -> Any:
     """Run ``template`` over ``data`` and return a :class:`BatchResult` (see the module doc).
 
     ``data``: a DataFrame (placeholders name columns), a Series or a list (``{value}``).
@@ -216,6 +220,9 @@ def run_batch(
     ``cache=False`` neither reads nor writes the response cache; ``refresh=True`` sends every
     prompt again and overwrites the cached answers.
     ``progress(Progress)`` is called on this thread about ten times a second, and once at the end.
+    ``background=True``: return a :class:`BatchJob` at once (after the cache lookup) and run in
+    the background at ``batch`` priority, below interactive calls; ``progress`` is then called on
+    the job's thread. ``job.result()`` waits and returns the :class:`BatchResult`.
     Other keyword arguments (``stop_sequences``, ``effort``, ``thinking`` …) go into every request.
     Raises ConfigError before sending anything for a bad template or option;
     :class:`BatchInterrupted` (a KeyboardInterrupt) on Ctrl-C, carrying the partial result.
@@ -227,20 +234,33 @@ def run_batch(
         from ..client import Client
 
         client = Client()
+    handed_over = False
     try:
         opts = _resolve_options(client, model=model, max_tokens=max_tokens, system=system,
                                 concurrency=concurrency, api=api, budget=budget, cache=cache, refresh=refresh,
                                 poll_interval=poll_interval, body_options=body_options)
+        if background and dry_run:
+            raise ConfigError("a dry run sends nothing to wait for: drop background=True (or dry_run=True)")
         plan = plan_prompts(template, data)
         budget_gate = _make_budget(opts)
-        return _run(client, plan, opts, budget_gate, dry_run, progress)
+        outcome = _run(client, plan, opts, budget_gate, dry_run, progress, _label(template), background,
+                       client.close if own_client else None)
+        handed_over = background  # the job closes a client of its own when it ends
+        return outcome
     finally:
-        if own_client:
+        if own_client and not handed_over:
             client.close()
 
 
+def _label(template: str) -> str:
+    """The head of a template, for job listings (never the rows' values)."""
+    head = " ".join(template.split())
+    return head if len(head) <= 40 else head[:39] + "…"
+
+
 def _run(client: Client, plan: PromptPlan, opts: _Options, budget: _Budget | None, dry_run: bool,
-         progress: Callable[[Progress], Any] | None) -> BatchResult:
+         progress: Callable[[Progress], Any] | None, label: str = "", background: bool = False,
+         on_close: Callable[[], Any] | None = None) -> BatchResult | BatchJob:
     started = time.monotonic()
     state = _State(plan)
     state.progress.status = "cache"
@@ -255,6 +275,16 @@ def _run(client: Client, plan: PromptPlan, opts: _Options, budget: _Budget | Non
     else:
         engine = _Live(client, opts, state, todo, budget)
         state.progress.status = "live"
+    if background:
+        def conclude(cancelled: bool) -> BatchResult:
+            if cancelled:
+                state.progress.status = state.stopped = "cancelled"
+            return _conclude(plan, state, opts, started, budget, None)
+
+        job = BatchJob(client, label, state, conclude, progress, on_close)
+        engine.job = job.id
+        return job.start(engine.run() if todo else None)
+    engine.job = client.scheduler.open_job(label)
     try:
         if todo:
             _drive(client, engine.run(), state, progress)
@@ -268,6 +298,13 @@ def _run(client: Client, plan: PromptPlan, opts: _Options, budget: _Budget | Non
             with contextlib.suppress(Exception, KeyboardInterrupt):  # a second Ctrl-C: we are stopping anyway
                 progress(_final_progress(state))
         raise BatchInterrupted(result, f"interrupted: {result.summary}") from None
+    finally:
+        client.scheduler.close_job(engine.job)
+    return _conclude(plan, state, opts, started, budget, progress)
+
+
+def _conclude(plan: PromptPlan, state: _State, opts: _Options, started: float, budget: _Budget | None,
+              progress: Callable[[Progress], Any] | None) -> BatchResult:
     result = _finish(plan, state, opts, started)
     if budget is not None and result.summary.remaining_rows and not state.stopped:
         state.stopped = "stopped before the spend would pass the budget"
@@ -314,9 +351,10 @@ def map_prompts(
 
     >>> df["label"] = map_prompts("Sentiment of: {review}. One word.", df, model="claude-haiku-5-5")
     """
-    result = run_batch(template, data, client=client, model=model, max_tokens=max_tokens, system=system,
-                       concurrency=concurrency, api=api, dry_run=dry_run, budget=budget, cache=cache,
-                       refresh=refresh, progress=progress, **options)
+    result: BatchResult = run_batch(
+        template, data, client=client, model=model, max_tokens=max_tokens, system=system,
+        concurrency=concurrency, api=api, dry_run=dry_run, budget=budget, cache=cache,
+        refresh=refresh, progress=progress, **options)
     if result.aborted is not None:
         raise result.aborted
     result.series.attrs["claude"] = result.summary.to_dict()

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from .. import _wire
+from .._scheduler import Priority, job_context
 from ..errors import APIError, ClaudeError, NotFoundError, error_for_status
 from ._live import _Budget
 from ._report import _Options, _State
@@ -71,6 +72,7 @@ class _Batches:
         self.todo = todo
         self.keys = keys
         self.budget = budget
+        self.job: str | None = None  # set by the caller: the scheduler's id of this run
 
     def _requests(self) -> tuple[list[dict[str, Any]], list[int], dict[str, int]]:
         requests, sizes, by_id = [], [], {}
@@ -91,6 +93,10 @@ class _Batches:
         return requests, sizes, by_id
 
     async def run(self) -> None:
+        with job_context(Priority.BATCH, self.job):  # its polls and uploads are batch work
+            await self._run()
+
+    async def _run(self) -> None:
         requests, sizes, by_id = self._requests()
         self.state.progress.requests_total = len(requests)
         jobs = [self._job(chunk, by_id) for chunk in _chunks(requests, sizes)]

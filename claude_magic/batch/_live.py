@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import pricing
+from .._scheduler import Priority, bucket_of, job_context
 from ..errors import (
     AuthenticationError,
     BillingError,
@@ -23,7 +24,7 @@ from ..errors import (
     SpendLimitReached,
 )
 from ..reply import Reply
-from ._pacing import DEFAULT_MAX_CONCURRENCY, START_WINDOW, _Pacer, _Window
+from ._pacing import DEFAULT_MAX_CONCURRENCY, START_WINDOW, _Window
 from ._report import _Options, _State
 
 if TYPE_CHECKING:
@@ -90,7 +91,12 @@ def _usd(usd: float) -> str:
 
 
 class _Live:
-    """Send the prompts ``todo`` with ``client.acomplete`` on the client's loop."""
+    """Send the prompts ``todo`` with ``client.acomplete`` on the client's loop, as batch job ``job``.
+
+    The client's scheduler paces the starts (its mirror of the rate-limit bucket, headroom for
+    interactive requests, fair share between jobs); this engine keeps the concurrency window and the
+    budget: how many of its rows wait for admission or are in flight at once.
+    """
 
     def __init__(self, client: Client, opts: _Options, state: _State, todo: list[int],
                  budget: _Budget | None) -> None:
@@ -101,10 +107,9 @@ class _Live:
         self.budget = budget
         cap = opts.concurrency or DEFAULT_MAX_CONCURRENCY
         self.window = _Window(cap, start=min(START_WINDOW, cap) if opts.concurrency is None else START_WINDOW)
-        self.pacer = _Pacer()
-        self.pacer.observe(client.last_ratelimit or {})  # the newest reading: a second run starts paced
+        self.job: str | None = None  # set by the caller: the scheduler's id of this run
+        self.mirror = client.scheduler.mirror(bucket_of("messages", opts.model))
         self.in_flight = 0
-        self.marks: dict[int, int] = {}
         self.latencies: deque[float] = deque(maxlen=100)
         self.successes = 0
         self.first_failures: list[tuple[Any, ...]] = []
@@ -112,16 +117,16 @@ class _Live:
         self.stop = False
 
     async def run(self) -> None:
+        with job_context(Priority.BATCH, self.job):  # its tasks' requests too (they copy the context)
+            await self._run()
+
+    async def _run(self) -> None:
         self.changed = asyncio.Event()
         tasks: set[asyncio.Task[None]] = set()
         try:
             while self.todo and not self.stop:
                 if self.in_flight >= self._limit():
-                    await self._wait_change()
-                    continue
-                wait = self.pacer.delay(time.monotonic())
-                if wait > 0:
-                    await self._wait_change(min(wait, 1.0))
+                    await self._wait_change(1.0)  # the mirror's spare may grow with time alone
                     continue
                 uid = self.todo[0]
                 prompt = self.state.plan.prompts[uid]
@@ -137,8 +142,7 @@ class _Live:
                     break
                 self.todo.popleft()
                 started = time.monotonic()
-                # counted here, not in the task: it runs when this loop yields
-                self._begin(uid, self.pacer.take(started))
+                self._begin(uid)  # counted here, not in the task: it runs when this loop yields
                 task = asyncio.create_task(self._one(uid, started))
                 tasks.add(task)
                 task.add_done_callback(self._done)
@@ -154,7 +158,7 @@ class _Live:
     def _limit(self) -> int:
         """The window, plus what the mirrored bucket holds beyond it: a burst is spent at once, as
         an ideal client would (until the first congestion signal; then the window alone rules)."""
-        spare = None if self.window.cuts else self.pacer.spare(time.monotonic())
+        spare = None if self.window.cuts else self.mirror.spare(time.monotonic())
         extra = int(spare) if spare is not None and spare > 0 else 0
         return min(self.window.cap, self.window.limit + extra)
 
@@ -166,8 +170,7 @@ class _Live:
         except asyncio.TimeoutError:
             pass
 
-    def _begin(self, uid: int, mark: int) -> None:
-        self.marks[uid] = mark
+    def _begin(self, uid: int) -> None:
         self.in_flight += 1
         self.state.progress.sent += 1
         self.state.progress.in_flight = self.in_flight
@@ -177,10 +180,9 @@ class _Live:
         reply: Reply | None = None
         try:
             # Known misses: refresh=True skips the client's second lookup but still stores the answer.
-            mark = self.marks[uid]
             reply = await self.client.acomplete(
                 prompt, stream=False, cache=self.opts.cache, refresh=self.opts.cache,
-                on_sent=lambda t: self.pacer.sent(mark, t), **self.opts.call_options())
+                priority=Priority.BATCH, job=self.job, **self.opts.call_options())
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # every failure is a row's failure; a bug too shows in the table
@@ -188,22 +190,18 @@ class _Live:
         else:
             self.state.ok(uid, reply)
             self.successes += 1
-            self.pacer.learn(reply)
             if reply.retries:
                 self._congestion(started)
             else:
                 self.window.success()
-                self._learn_latency(time.monotonic() - started)
+                self._learn_latency(reply.latency)  # from its admission: queued time is not service
         finally:
             self.in_flight -= 1
-            mark = self.marks.pop(uid)
             self.state.progress.in_flight = self.in_flight
             assert self.changed is not None
             self.changed.set()
             if self.budget is not None:
                 self.budget.settle(uid, reply, prompt)
-            self._read_headers(reply, mark if reply is not None and not reply.retries else None)
-            self.pacer.forget(self.marks.values())
 
     def _done(self, task: asyncio.Task[None]) -> None:
         """A request's own failures are its row's; one that escapes ``_one`` is a bug of ours:
@@ -217,25 +215,14 @@ class _Live:
         # A low percentile, not the mean: the service time, which stalls (queues anywhere on the way)
         # must not inflate, or a slow spell would widen the window and feed itself.
         self.latencies.append(seconds)
-        if self.pacer.requests.rate is not None and len(self.latencies) >= 3:
+        if (rate := self.mirror.requests.rate) is not None and len(self.latencies) >= 3:
             service = float(np.percentile(np.fromiter(self.latencies, dtype=float), 20))
-            self.window.sized_for(self.pacer.requests.rate, service)
-
-    def _read_headers(self, reply: Reply | None, mark: int | None) -> None:
-        """Mirror the rate-limit headers of the response that just arrived: the reply's own reading.
-
-        A failed request has no Reply: the client's newest reading stands in (a copy, taken here,
-        right after the request ended, as the engine always did); a failure may have had no
-        response at all. For a retried or failed request (``mark`` None) which attempt the reading
-        is from is unknown: dated at receipt, with everything in flight subtracted (prudent).
-        """
-        reading = reply.ratelimit if reply is not None else self.client.last_ratelimit
-        self.pacer.observe(reading or {}, mark=mark, in_flight=self.in_flight)
+            self.window.sized_for(rate, service)
 
     def _congestion(self, started: float) -> None:
-        """A 429/529 (or a retry): a smaller window and a more prudent mirror, once per round trip."""
-        if self.window.congestion(started):
-            self.pacer.congested()
+        """A 429/529 (or a retry): a smaller window, once per round trip (the scheduler makes its
+        mirror more prudent)."""
+        self.window.congestion(started)
 
     def _failed(self, uid: int, exc: Exception, started: float) -> None:
         self.state.fail(uid, exc)

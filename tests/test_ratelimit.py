@@ -1,4 +1,4 @@
-"""claude_magic.batch._pacing: the adaptive window and the mirror of the rate-limit buckets."""
+"""The adaptive window (claude_magic.batch._pacing) and the rate-limit mirror (claude_magic._ratelimit)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from claude_magic.batch._pacing import ADMIT_LAG, MAX_ADMIT_LAG, _Bucket, _Pacer, _Window
+from claude_magic._ratelimit import ADMIT_LAG, MAX_ADMIT_LAG, Bucket, Mirror
+from claude_magic.batch._pacing import _Window
 from claude_magic.reply import Reply, Usage
 
 MODEL = "claude-haiku-5-5"
@@ -34,7 +35,7 @@ def test_window_slow_starts_then_halves_once_per_round_trip() -> None:
 
 
 def test_bucket_waits_for_refill_and_counts_what_is_in_flight() -> None:
-    b = _Bucket("requests")
+    b = Bucket("requests")
     assert b.delay(0.0, 1.0) == 0.0  # nothing known yet: no pacing
     b.read({"requests-limit": "600", "requests-remaining": "3", "at": 100.0}, in_flight=2)
     assert b.delay(100.0, 1.0) == 0.0  # 3 left, 2 of them maybe taken by requests in flight
@@ -47,8 +48,8 @@ def _reading(remaining: int, received: float, limit: int = 600) -> dict[str, Any
     return {"requests-limit": str(limit), "requests-remaining": str(remaining), "at": received}
 
 
-def _paced(lag: float = 0.0) -> _Pacer:
-    pacer = _Pacer()
+def _paced(lag: float = 0.0) -> Mirror:
+    pacer = Mirror()
     pacer.lag = lag
     pacer.observe(_reading(50, 99.0))  # 10 a second; the bucket holds 50 at least
     pacer.requests.views.clear()
@@ -140,7 +141,7 @@ def test_congestion_makes_the_mirror_date_readings_later() -> None:
 
 
 def test_every_bucket_the_api_reports_paces_the_starts() -> None:
-    pacer = _Pacer()
+    pacer = Mirror()
     pacer.learn(Reply("x", [], "end_turn", None, Usage(30, 10), MODEL, "m"))
     assert pacer.cost("tokens") == 40 and pacer.cost("output-tokens") == 10
     pacer.observe({"requests-limit": "6000", "requests-remaining": "99", "tokens-limit": "12000",
@@ -154,13 +155,13 @@ def test_every_bucket_the_api_reports_paces_the_starts() -> None:
 
 def test_token_readings_rounded_to_the_thousand_are_taken_at_their_lowest() -> None:
     # The API rounds token remaining to the nearest thousand: "2000" may be 1,500.
-    b = _Bucket("input-tokens")
+    b = Bucket("input-tokens")
     b.read({"input-tokens-limit": "600000", "input-tokens-remaining": "2000", "at": 100.0})
     assert b.available(100.0) == 1500
     b.views.clear()
     b.read({"input-tokens-limit": "600000", "input-tokens-remaining": "2345", "at": 100.0})
     assert b.available(100.0) == 2345  # not a multiple of a thousand: exact
-    r = _Bucket("requests")
+    r = Bucket("requests")
     r.read({"requests-limit": "600000", "requests-remaining": "2000", "at": 100.0})
     assert r.available(100.0) == 2000  # requests are exact
 
@@ -168,7 +169,7 @@ def test_token_readings_rounded_to_the_thousand_are_taken_at_their_lowest() -> N
 def test_the_rate_limit_mirror_never_promises_more_than_the_bucket_was_seen_to_hold() -> None:
     # A second run starts from the client's last reading; an old reading must not allow a burst
     # the server would refuse (its bucket holds at least the most ever seen remaining, maybe no more).
-    bucket = _Bucket("requests")
+    bucket = Bucket("requests")
     bucket.read({"requests-limit": "600", "requests-remaining": "8", "at": 100.0})
     assert bucket.rate == 10.0 and bucket.available(100.0) == 8
     assert bucket.available(1_000.0) == 8  # an hour-old reading: still at most what was seen
