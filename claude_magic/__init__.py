@@ -7,6 +7,7 @@ over one Session per shell (``_session``), which ``session()`` returns.
 
 from __future__ import annotations
 
+import atexit
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
@@ -81,8 +82,6 @@ def session() -> Session:
     if shared is not None:
         return shared  # type: ignore[no-any-return]
     if _default_session is None:
-        import atexit
-
         from ._session import Session
 
         _default_session = Session()
@@ -102,17 +101,32 @@ def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext claude_magic``: register the magics over a new Session (their heavy imports wait
     for first use)."""
     from .batch_magic import BatchMagics
+    from .jobs_magic import Deliveries, JobsMagics
     from .magics import ClaudeMagics
     from .session_magics import SessionMagics
 
     if id(ipython) in _loaded:  # loaded twice without an unload: keep the one Session
         return
     settings = ClaudeMagics(shell=ipython)  # every setting, and the Session they build
-    magics = (settings, BatchMagics(ipython, settings.session), SessionMagics(ipython, settings.session))
+    session = settings.session
+    deliveries = Deliveries()  # background jobs' answers, written when no cell runs
+    magics = (settings, BatchMagics(ipython, session, deliveries), JobsMagics(ipython, session),
+              SessionMagics(ipython, session))
     ipython.register_magics(*magics)
-    ipython.events.register("pre_run_cell", settings._warn_literal_key)
-    ipython.events.register("post_run_cell", settings._scrub_config)
-    _loaded[id(ipython)] = _Loaded(settings.session, magics)
+    hooks = (("pre_run_cell", settings._warn_literal_key), ("post_run_cell", settings._scrub_config),
+             ("pre_run_cell", deliveries.pre_run_cell), ("post_run_cell", deliveries.post_run_cell))
+    for event, callback in hooks:
+        ipython.events.register(event, callback)
+    _loaded[id(ipython)] = _Loaded(session, magics, hooks)
+    atexit.register(_at_exit, id(ipython))
+
+
+def _at_exit(shell_id: int) -> None:
+    """Kernel shutdown: cancel the shell's background jobs cleanly (each keeps what it answered,
+    a Message Batch stays resumable from the cache) and close the client, cache and emulator."""
+    loaded = _loaded.get(shell_id)
+    if loaded is not None:
+        loaded.session.close()
 
 
 def unload_ipython_extension(ipython: Any) -> None:
@@ -122,9 +136,7 @@ def unload_ipython_extension(ipython: Any) -> None:
     if loaded is None:
         return
     loaded.session.close()
-    settings = loaded.session.settings  # the ClaudeMagics instance
-    for event, callback in (("pre_run_cell", settings._warn_literal_key),
-                            ("post_run_cell", settings._scrub_config)):
+    for event, callback in loaded.hooks:
         try:
             ipython.events.unregister(event, callback)
         except ValueError:

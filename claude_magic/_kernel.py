@@ -23,6 +23,7 @@ class Loaded:
 
     session: Any
     magics: tuple[Any, ...]
+    hooks: tuple[tuple[str, Any], ...] = ()  # (event, callback) registered with the shell
 
 
 # By shell, so that unloading closes and removes exactly what loading made.

@@ -16,6 +16,9 @@ How requests of different urgency share one quota:
   :meth:`~._ratelimit.Bucket.headroom`): so an interactive request is not answered 429 while a
   batch keeps the bucket near empty. It is a level kept, not a rate: the batch slows by what
   interactive requests use, no more. Batch requests also wait out every ``retry-after`` pause.
+- **A probe first.** Before the bucket was ever read, one batch request goes alone: its answer's
+  headers tell the bucket's size, so a job never opens with a burst the bucket cannot hold (a
+  bucket of 10 and a first window of 16 would be six 429s). It costs one round trip, once.
 - **Fair share.** Batch requests queue per job; when the bucket allows one more start, the job that
   has started the fewest (start-time fair queuing: a job's virtual time is its starts, and a job that
   was idle rejoins at the least virtual time of the jobs waiting) goes next, so two jobs in one
@@ -48,6 +51,7 @@ from .reply import Reply
 __all__ = ["Priority", "Scheduler", "Ticket", "bucket_of", "job_context"]
 
 TICK = 1.0  # s: a waiting dispatcher looks again at least this often (a reading may have come meanwhile)
+PROBE_WAIT = 5.0  # s: the most a job waits for its probe's answer before going on without it
 
 
 class Priority(str, enum.Enum):
@@ -131,7 +135,6 @@ class Ticket:
 class _Job:
     id: str
     label: str
-    handle: Any = None
     vtime: float = 0.0
     started: int = 0
 
@@ -147,6 +150,8 @@ class _Bucket:
         self.queues: dict[str, deque[tuple[asyncio.Future[Ticket], float]]] = {}
         self.pause: dict[Priority, float] = {}
         self.last_cut = float("-inf")
+        self.answered = False  # an answer came back: the mirror has read the bucket, if it ever will
+        self.probe_at: float | None = None  # when the first batch request (the probe) was admitted
         self.changed: asyncio.Event | None = None
         self.dispatcher: asyncio.Task[None] | None = None
 
@@ -159,7 +164,8 @@ class Scheduler:
 
     def __init__(self) -> None:
         self._buckets: dict[str, _Bucket] = {}
-        self._jobs: dict[str, _Job] = {}
+        self._jobs: dict[str, _Job] = {}  # open jobs (their standing in the fair share)
+        self._handles: dict[str, Any] = {}  # every job given a handle, ended ones too (for listings)
         self._ids = itertools.count(1)
         self.admitted: Counter[Priority] = Counter()
 
@@ -167,16 +173,19 @@ class Scheduler:
 
     def open_job(self, label: str, handle: Any = None) -> str:
         """Register a batch job; returns its id (``"1"``, ``"2"`` … in this client)."""
-        job = _Job(str(next(self._ids)), label, handle)
+        job = _Job(str(next(self._ids)), label)
         self._jobs[job.id] = job
+        if handle is not None:
+            self._handles[job.id] = handle
         return job.id
 
     def close_job(self, job_id: str) -> None:
+        """The job ended: it leaves the fair share (its handle stays listed)."""
         self._jobs.pop(job_id, None)
 
     def jobs(self) -> dict[str, Any]:
-        """The open jobs: id -> the handle given to :meth:`open_job`."""
-        return {job.id: job.handle for job in self._jobs.values()}
+        """Every job opened with a handle (a background job), ended ones too: id -> handle."""
+        return dict(self._handles)
 
     # -- admission --------------------------------------------------------------------------------
 
@@ -260,6 +269,8 @@ class Scheduler:
         while state.waiting():
             now = time.monotonic()
             wait = max(state.mirror.delay(now, headroom=True), self.paused(state.name, Priority.BATCH, now))
+            if self._probing(state, now):
+                wait = TICK  # a probe is out: its answer tells the bucket's size before a burst is sent
             if wait > 0:
                 state.changed.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -277,6 +288,14 @@ class Scheduler:
                 job.started += 1
             future.set_result(self._grant(state, Priority.BATCH, key or None, queued))
 
+    @staticmethod
+    def _probing(state: _Bucket, now: float) -> bool:
+        """The first batch request is out and nothing has told the bucket's size yet (bounded: a
+        server that sends no rate-limit headers, or a slow first answer, holds a job PROBE_WAIT s
+        at most)."""
+        return (state.mirror.requests.rate is None and not state.answered and state.probe_at is not None
+                and now - state.probe_at < PROBE_WAIT)
+
     def _next_job(self, state: _Bucket) -> str:
         def order(key: str) -> tuple[float, int]:
             job = self._jobs.get(key)
@@ -286,6 +305,8 @@ class Scheduler:
 
     def _grant(self, state: _Bucket, priority: Priority, job: str | None, queued: float) -> Ticket:
         now = time.monotonic()
+        if priority is Priority.BATCH and state.probe_at is None:
+            state.probe_at = now
         mark = state.mirror.take(now)
         state.in_flight.add(mark)
         self.admitted[priority] += 1
@@ -299,6 +320,7 @@ class Scheduler:
         rate-limit reading when there is no reply (a failure may have had no response at all)."""
         state = self._bucket(ticket.bucket)
         state.in_flight.discard(ticket.mark)
+        state.answered = True
         mirror = state.mirror
         if reply is not None:
             mirror.learn(reply, interactive=ticket.priority is Priority.INTERACTIVE)

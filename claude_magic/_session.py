@@ -25,6 +25,7 @@ loading the extension stays fast.
 from __future__ import annotations
 
 import shutil
+import threading
 import weakref
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -108,6 +109,7 @@ class Session:
         self._emulator_cleanup: weakref.finalize | None = None
         self._past_history: list[Reply] = []
         self._chats: ChatStore | None = None
+        self._retired: list[Client] = []  # replaced while background jobs ran on them: closed after
 
     def __repr__(self) -> str:
         state = f"emulator at {self._emulator.url}" if self._emulator is not None else "real API"
@@ -152,13 +154,45 @@ class Session:
             self._drop_client(close_cache=name in CACHE_SETTINGS)
 
     def _drop_client(self, close_cache: bool = False) -> None:
-        if self._client is not None:
-            self._past_history.extend(self._client.history)
-            self._client.close()
-            self._client = None
+        """Close the client (and the cache); a client with background jobs still running is retired
+        instead: its jobs finish on it (and on its cache), then it is closed."""
+        client, self._client = self._client, None
+        running = [] if client is None else [j for j in client.scheduler.jobs().values() if not j.done()]
+        if client is not None and running:
+            self._retire(client, running, self._cache if close_cache else None)
+        elif client is not None:
+            self._past_history.extend(client.history)
+            client.close()
         if close_cache and self._cache is not None:
-            self._cache.close()
+            if not running:
+                self._cache.close()
             self._cache = None
+
+    def _retire(self, client: Client, running: list[Any], cache: ResponseCache | None) -> None:
+        self._retired.append(client)
+        left = set(running)
+        lock = threading.Lock()
+
+        def ended(job: Any) -> None:
+            with lock:
+                left.discard(job)
+                if left:
+                    return
+            if client in self._retired:
+                self._retired.remove(client)
+                self._past_history.extend(client.history)
+            client.close()
+            if cache is not None:
+                cache.close()
+
+        for job in running:
+            job.add_done_callback(ended)
+
+    def jobs(self) -> list[Any]:
+        """The batch jobs of this session's clients (the current one and any retired one still
+        running jobs), oldest first: :class:`~claude_magic.batch.BatchJob` handles."""
+        clients = [*self._retired, *([self._client] if self._client is not None else [])]
+        return [job for c in clients for job in c.scheduler.jobs().values() if job is not None]
 
     def request_options(self, *, model: str | None = None, max_tokens: int | None = None,
                         system: str | None = None, effort: str | None = None) -> dict[str, Any]:
@@ -175,7 +209,8 @@ class Session:
     def history(self) -> list[Reply]:
         """Every reply of this session (kept across client rebuilds)."""
         current = self._client.history if self._client is not None else []
-        return [*self._past_history, *current]
+        retired = [reply for client in list(self._retired) for reply in client.history]
+        return [*self._past_history, *retired, *current]
 
     # -- the cache and the chats ------------------------------------------------------------------
 
@@ -247,6 +282,10 @@ class Session:
     # -- the end ----------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the client and the cache and stop the emulator (``%unload_ext``, exit)."""
+        """Cancel the background jobs (each keeps what it answered), close the client and the cache
+        and stop the emulator (``%unload_ext``, kernel shutdown, exit)."""
+        for client in [*self._retired, *([self._client] if self._client is not None else [])]:
+            client.close()  # cancels its jobs and waits for them to keep their rows
+        self._retired.clear()
         self._drop_client(close_cache=True)
         self.stop_emulator()

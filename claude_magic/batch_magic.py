@@ -29,8 +29,9 @@ from .errors import ClaudeError
 if TYPE_CHECKING:
     from ._session import Session
     from .batch import BatchResult, Progress
+    from .jobs_magic import Deliveries
 
-__all__ = ["BatchMagics", "ProgressView", "claude_batch", "resolve_source", "split_line"]
+__all__ = ["BatchMagics", "ProgressView", "claude_batch", "resolve_source", "split_line", "summary_line"]
 
 RESULT_NAME = "_claude_batch"  # the last BatchResult, in the user's namespace (as _ is the last output)
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -113,7 +114,11 @@ def _unquote(token: str) -> str:
           help="USD: start no request that could take the spend past it")
 @argument("--no-cache", action="store_true", help="neither read nor write the response cache")
 @argument("--refresh", action="store_true", help="ask again and overwrite the cached answers")
-def claude_batch(session: Session, shell: Any, line: str, cell: str | None = None) -> None:
+@argument("--background", action="store_true",
+          help="return at once: the job is _claude_job, DEST is filled when it ends (after the running "
+          "cell), interactive calls go first meanwhile; %%claude_jobs lists and cancels jobs")
+def claude_batch(session: Session, shell: Any, line: str, cell: str | None = None,
+                 deliveries: Deliveries | None = None) -> None:
     """Ask Claude one prompt template per row and store the answers.
 
     %claude_batch SOURCE "TEMPLATE" -o DEST [options]
@@ -141,6 +146,10 @@ def claude_batch(session: Session, shell: Any, line: str, cell: str | None = Non
         raise MagicError(f"--budget must be a positive number of US dollars, got {args.budget:g}")
     if args.concurrency is not None and args.concurrency < 1:
         raise MagicError(f"--concurrency must be a positive integer, got {args.concurrency}")
+    if args.background and args.dry_run:
+        raise MagicError("--dry-run sends nothing to wait for: drop --background (or --dry-run)")
+    if args.background:
+        return _launch(session, shell, args, template, data, options, deliveries)
 
     from .batch import BatchInterrupted, run_batch
 
@@ -170,15 +179,17 @@ def claude_batch(session: Session, shell: Any, line: str, cell: str | None = Non
 class BatchMagics(Magics):
     """``%claude_batch`` and ``%%claude_batch`` over the shell's Session."""
 
-    def __init__(self, shell: Any, session: Session, **kwargs: Any) -> None:
+    def __init__(self, shell: Any, session: Session, deliveries: Deliveries | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
         self.session = session
+        self.deliveries = deliveries
 
     @no_var_expand
     @line_cell_magic
     def claude_batch(self, line: str, cell: str | None = None) -> None:
         # the module's claude_batch (a class body's names are not seen from its methods)
-        return claude_batch(self.session, self.shell, line, cell)
+        return claude_batch(self.session, self.shell, line, cell, self.deliveries)
 
 
 BatchMagics.claude_batch.__doc__ = claude_batch.__doc__  # %claude_batch? shows the whole usage
@@ -197,17 +208,54 @@ def _template(on_line: str | None, cell: str | None) -> str:
     return on_line
 
 
+def _launch(session: Session, shell: Any, args: Any, template: str, data: Any, options: dict[str, Any],
+            deliveries: Deliveries | None) -> None:
+    """``--background``: start the job, bind it to ``_claude_job``, leave its bar in this cell."""
+    from IPython.display import display
+
+    from .batch import run_batch
+    from .jobs_magic import JOB_NAME
+
+    mode = _mode(shell, session.settings)
+    # a bar redrawn with \r from another thread would garble a terminal's prompt: the summary only
+    view = ProgressView("final" if mode == "text" else mode)
+    try:
+        job = run_batch(template, data, client=session.client, concurrency=args.concurrency, api=args.api,
+                        budget=args.budget, cache=not args.no_cache, refresh=args.refresh, progress=view,
+                        background=True, **options)
+    except ClaudeError as exc:
+        raise MagicError.of(exc) from None
+    shell.user_ns[JOB_NAME] = job
+    if view.mode == "final":  # a line in this cell that the summary replaces when the job ends
+        started = (f"claude_batch: job {job.id} runs in the background ({job.progress.total:,} rows): "
+                   f"{JOB_NAME}.wait() waits for it, %claude_jobs lists jobs")
+        if mode == "text":
+            print(started)
+        else:
+            view._handle = display({"text/plain": started}, raw=True, display_id=True)
+    else:
+        view(job.progress)  # the bar is drawn here, in this cell; the job's thread moves it
+    if deliveries is not None:
+        deliveries.add(job, args.dest, shell.user_ns, view if mode != "text" else None)
+
+
+def summary_line(result: BatchResult, interrupted: bool = False) -> str:
+    """The line a run leaves: its summary, and where to look next."""
+    line = f"claude_batch: {result.summary}"
+    if result.summary.failed_rows:
+        line += f" · {RESULT_NAME}.errors lists the failures"
+    if interrupted and result.summary.remaining_rows:
+        line += " · run again to send only what is missing"
+    return line
+
+
 def _deliver(result: BatchResult, write: Any, ns: dict[str, Any], view: ProgressView | None,
              interrupted: bool = False) -> None:
     """Put the answers in DEST, keep the result as ``_claude_batch`` and leave the summary line."""
     if write is not None:
         write(result.series)
     ns[RESULT_NAME] = result
-    line = f"claude_batch: {result.summary}"
-    if result.summary.failed_rows:
-        line += f" · {RESULT_NAME}.errors lists the failures"
-    if interrupted and result.summary.remaining_rows:
-        line += " · run again to send only what is missing"
+    line = summary_line(result, interrupted)
     if view is not None:
         view.close(line)
     else:

@@ -637,7 +637,7 @@ def test_claude_batch_gets_the_line_unexpanded(ip: Any, monkeypatch: pytest.Monk
     assert calls[-1][2] == 'df.review "Classify {review} $x" -o df.label' and calls[-1][3] is None
     assert calls[-1][0] is claude_magic.session() and calls[-1][1] is ip  # the session and the shell
     run(ip, "%%claude_batch df -o out\nSummarise {review}")
-    assert calls[-1][2:] == ("df -o out", "Summarise {review}\n")
+    assert calls[-1][2:4] == ("df -o out", "Summarise {review}\n")
 
 
 # -- in a real kernel (an event loop is already running there) -------------------------------------

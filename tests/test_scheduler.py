@@ -126,3 +126,21 @@ def test_every_request_is_counted_by_its_priority(client: Client) -> None:
     assert client.scheduler.admitted == {Priority.INTERACTIVE: 2, Priority.BATCH: 1}
     with pytest.raises(ConfigError, match="priority must be"):
         client.complete("four", model=MODEL, priority="high")
+
+
+def test_a_job_on_an_unread_bucket_sends_one_probe_before_the_rest() -> None:
+    # a bucket of 10 and a first window of 16 would be six 429s: the first answer tells its size
+    async def scenario() -> tuple[bool, bool]:
+        s = Scheduler()
+        job = s.open_job("rows")
+        probe = await s.admit("b", Priority.BATCH, job)
+        rest = asyncio.ensure_future(s.admit("b", Priority.BATCH, job))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        held = not rest.done()
+        s.done(probe, reading=_reading(9))
+        second = await asyncio.wait_for(rest, 5)
+        s.done(second)
+        return held, second.queued < 1
+
+    assert asyncio.run(scenario()) == (True, True)

@@ -66,6 +66,7 @@ class BatchJob:
         self._finished = threading.Event()
         self._lock = threading.Lock()
         self._callbacks: list[Callable[[BatchJob], Any]] = []
+        self._result_hooks: list[Callable[[BatchJob], Any]] = []
         self._result: BatchResult | None = None
         self._error: BaseException | None = None
         self._cancelling = False
@@ -98,6 +99,10 @@ class BatchJob:
         """Wait for the job (at most ``timeout`` s: else ``TimeoutError``) and return its result —
         a cancelled job's partial one; raises the error that stopped the engine, if one did."""
         self._wait(timeout)
+        with self._lock:
+            hooks, self._result_hooks = self._result_hooks, []
+        for hook in hooks:
+            hook(self)
         if self._error is not None:
             raise self._error
         assert self._result is not None
@@ -128,6 +133,12 @@ class BatchJob:
                 self._callbacks.append(fn)
                 return
         fn(self)
+
+    def add_result_hook(self, fn: Callable[[BatchJob], Any]) -> None:
+        """Call ``fn(job)`` once, on the thread that first gets the result with :meth:`result` or
+        :meth:`wait` (the magics fill DEST there: on the person's own thread, when asked)."""
+        with self._lock:
+            self._result_hooks.append(fn)
 
     def __repr__(self) -> str:
         p = self.progress
