@@ -211,8 +211,6 @@ def _template(on_line: str | None, cell: str | None) -> str:
 def _launch(session: Session, shell: Any, args: Any, template: str, data: Any, options: dict[str, Any],
             deliveries: Deliveries | None) -> None:
     """``--background``: start the job, bind it to ``_claude_job``, leave its bar in this cell."""
-    from IPython.display import display
-
     from .batch import run_batch
     from .jobs_magic import JOB_NAME
 
@@ -226,17 +224,16 @@ def _launch(session: Session, shell: Any, args: Any, template: str, data: Any, o
     except ClaudeError as exc:
         raise MagicError.of(exc) from None
     shell.user_ns[JOB_NAME] = job
-    if view.mode == "final":  # a line in this cell that the summary replaces when the job ends
-        started = (f"claude_batch: job {job.id} runs in the background ({job.progress.total:,} rows): "
-                   f"{JOB_NAME}.wait() waits for it, %claude_jobs lists jobs")
-        if mode == "text":
-            print(started)
-        else:
-            view._handle = display({"text/plain": started}, raw=True, display_id=True)
+    if view.mode == "final":
+        # One line, and it stays: the summary comes with .wait() (printed in a terminal). In a saved
+        # notebook (display 'final' is for nbval) a display updated later would differ by run.
+        print(f"claude_batch: job {job.id} runs in the background ({job.progress.total:,} rows): "
+              f"{JOB_NAME}.wait() waits for it, %claude_jobs lists jobs")
     else:
         view(job.progress)  # the bar is drawn here, in this cell; the job's thread moves it
     if deliveries is not None:
-        deliveries.add(job, args.dest, shell.user_ns, view if mode != "text" else None)
+        deliveries.add(job, args.dest, shell.user_ns, None if view.mode == "final" else view,
+                       announce=mode == "text")
 
 
 def summary_line(result: BatchResult, interrupted: bool = False) -> str:

@@ -46,15 +46,17 @@ class _Delivery:
     """Where one job's answers go once it ends: ``dest`` in ``ns``, the summary into ``view``."""
 
     def __init__(self, job: BatchJob, dest: str | None, ns: dict[str, Any],
-                 view: ProgressView | None) -> None:
+                 view: ProgressView | None, announce: bool) -> None:
         self.job = job
         self.dest = dest
         self.ns = ns
         self.view = view
+        self.announce = announce
 
     def deliver(self) -> None:
         from .batch_magic import RESULT_NAME, _writer, summary_line
 
+        problem = True
         try:
             result = self.job.result()
         except Exception as exc:  # the engine failed: say so where the bar was
@@ -62,14 +64,16 @@ class _Delivery:
         else:
             self.ns[RESULT_NAME] = result
             line = summary_line(result, interrupted=self.job.cancelled())
+            problem = result.aborted is not None
             if self.dest is not None:
                 try:
                     _writer(self.dest, self.ns)(result.series)  # the name as it is now
                 except MagicError as exc:
                     line += f" · not written: {exc} · the answers are in {RESULT_NAME}.series"
+                    problem = True
         if self.view is not None:
             self.view.close(line)
-        else:
+        elif self.announce or problem:
             print(line)
 
 
@@ -83,8 +87,11 @@ class Deliveries:
         self.cell_running = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def add(self, job: BatchJob, dest: str | None, ns: dict[str, Any], view: ProgressView | None) -> None:
-        delivery = _Delivery(job, dest, ns, view)
+    def add(self, job: BatchJob, dest: str | None, ns: dict[str, Any], view: ProgressView | None,
+            announce: bool = True) -> None:
+        """Write ``job``'s answers to ``dest`` when it ends; its summary replaces ``view`` (without
+        one, it is printed if ``announce``, or if something went wrong)."""
+        delivery = _Delivery(job, dest, ns, view, announce)
         with self._lock:
             self._pending.append(delivery)
         self._loop = _main_loop()
