@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from claude_magic.batch import (
     BatchInterrupted,
     Progress,
+    Stop,
     _batches,
     _dryrun,
     _pacing,
@@ -394,6 +395,7 @@ def test_an_error_every_row_would_share_stops_the_run_at_once(emu: Emulator, tmp
         assert isinstance(result.aborted, AuthenticationError)
         assert len(posts(emu)) <= _pacing.START_WINDOW
         assert "stopped early: 401 authentication_error" in str(result.summary)
+        assert result.summary.stop is Stop.EARLY
         with pytest.raises(AuthenticationError):
             map_prompts("Q {value}", ["x"], client=c, model=MODEL)
     emu.configure(api_key=None)
@@ -457,7 +459,7 @@ def test_budget_stops_starting_requests_and_says_what_remains(emu: Emulator, cli
     assert 0 < s.sent < 40
     assert s.cost is not None and s.cost <= limit
     assert s.remaining_rows == 40 - s.sent and len(result.remaining) == s.remaining_rows
-    assert "budget" in str(s) and f"{s.remaining_rows:,} rows remain" in str(s)
+    assert s.stop is Stop.BUDGET and f"{s.remaining_rows:,} rows remain" in str(s)
     assert len(posts(emu)) == s.sent
 
 

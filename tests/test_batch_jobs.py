@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from canary import TEST_KEY
 
-from claude_magic.batch import BatchJob, JobState, Progress, run_batch
+from claude_magic.batch import BatchJob, JobState, Progress, Stop, run_batch
 from claude_magic.client import Client
 from claude_magic.emulator import Emulator
 
@@ -76,7 +76,7 @@ def test_a_cancelled_job_keeps_the_rows_it_answered(emu: Emulator, client: Clien
     result = job.result(timeout=30)
     answered = int(result.series.notna().sum())
     assert job.state is JobState.CANCELLED and job.cancelled() and not job.cancel()
-    assert 3 <= answered < 200 and result.summary.stopped == "cancelled"
+    assert 3 <= answered < 200 and result.summary.stop is Stop.CANCELLED
     assert result.remaining.size == 200 - answered
     rerun = run_batch("Answer {q}", questions(200).iloc[:answered], client=client, model=MODEL, dry_run=True)
     assert rerun.summary.cached_prompts == answered  # what it answered is in the cache: never paid twice
@@ -117,7 +117,7 @@ def test_interrupting_a_wait_stops_the_wait_not_the_job(emu: Emulator, client: C
         job.wait()
     assert job.running()
     job.cancel()
-    assert job.result(timeout=30).summary.stopped == "cancelled"
+    assert job.result(timeout=30).summary.stop is Stop.CANCELLED
 
 
 def test_a_job_waited_for_with_a_timeout_says_how_far_it_got(emu: Emulator, client: Client) -> None:

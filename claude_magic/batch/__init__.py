@@ -55,7 +55,16 @@ from ._dryrun import _dry_run, _peek
 from ._job import BatchJob, JobState
 from ._live import _Budget, _Live
 from ._plan import PromptPlan, plan_prompts
-from ._report import BatchInterrupted, BatchResult, BatchSummary, DryRunReport, Progress, _Options, _State
+from ._report import (
+    BatchInterrupted,
+    BatchResult,
+    BatchSummary,
+    DryRunReport,
+    Progress,
+    Stop,
+    _Options,
+    _State,
+)
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -68,6 +77,7 @@ __all__ = [
     "DryRunReport",
     "JobState",
     "Progress",
+    "Stop",
     "map_prompts",
     "plan_prompts",
     "run_batch",
@@ -166,6 +176,7 @@ def _finish(plan: PromptPlan, state: _State, opts: _Options, started: float,
         output_tokens=state.output_tokens,
         retries=state.retries, cost=state.cost, seconds=time.monotonic() - started, api=opts.api,
         stopped=state.stopped,
+        stop=state.stop,
         batch_ids=list(state.batch_ids),
     )
     skipped = plan.index[plan.skipped]
@@ -278,7 +289,8 @@ def _run(client: Client, plan: PromptPlan, opts: _Options, budget: _Budget | Non
     if background:
         def conclude(cancelled: bool) -> BatchResult:
             if cancelled:
-                state.progress.status = state.stopped = "cancelled"
+                state.stop_with(Stop.CANCELLED)
+                state.progress.status = "cancelled"
             return _conclude(plan, state, opts, started, budget, None)
 
         job = BatchJob(client, label, state, conclude, progress, on_close)
@@ -290,9 +302,8 @@ def _run(client: Client, plan: PromptPlan, opts: _Options, budget: _Budget | Non
             _drive(client, engine.run(), state, progress)
     except KeyboardInterrupt:
         state.progress.status = "interrupted"
-        state.stopped = "interrupted"
-        if state.batch_ids:
-            state.stopped += f" while waiting for {', '.join(state.batch_ids)}: run again to resume polling"
+        waiting = f" while waiting for {', '.join(state.batch_ids)}: run again to resume polling"
+        state.stop_with(Stop.INTERRUPTED, waiting if state.batch_ids else "")
         result = _finish(plan, state, opts, started)
         if progress is not None:
             with contextlib.suppress(Exception, KeyboardInterrupt):  # a second Ctrl-C: we are stopping anyway
@@ -306,12 +317,11 @@ def _run(client: Client, plan: PromptPlan, opts: _Options, budget: _Budget | Non
 def _conclude(plan: PromptPlan, state: _State, opts: _Options, started: float, budget: _Budget | None,
               progress: Callable[[Progress], Any] | None) -> BatchResult:
     result = _finish(plan, state, opts, started)
-    if budget is not None and result.summary.remaining_rows and not state.stopped:
-        state.stopped = "stopped before the spend would pass the budget"
-    if state.stopped and result.summary.stopped is None:
-        result.summary.stopped = state.stopped
-    if result.summary.stopped and "budget" in result.summary.stopped:
-        result.summary.stopped += f": {result.summary.remaining_rows:,} rows remain"
+    if budget is not None and result.summary.remaining_rows:
+        state.stop_with(Stop.BUDGET)
+    if state.stop is Stop.BUDGET:
+        state.stop_detail = f": {result.summary.remaining_rows:,} rows remain"
+    result.summary.stop, result.summary.stopped = state.stop, state.stopped
     if progress is not None:
         progress(_final_progress(state))
     return result

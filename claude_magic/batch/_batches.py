@@ -17,7 +17,7 @@ from .. import _wire
 from .._scheduler import Priority, job_context
 from ..errors import APIError, ClaudeError, NotFoundError, error_for_status
 from ._live import _Budget
-from ._report import _Options, _State
+from ._report import Stop, _Options, _State
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -82,7 +82,7 @@ class _Batches:
                 self.state.refused(uid, error)
                 continue
             if self.budget is not None and not self.budget.reserve(uid, prompt):
-                self.state.stopped = "stopped before the spend would pass the budget"
+                self.state.stop_with(Stop.BUDGET)
                 break
             body = self.opts.body(self.client, prompt)
             custom_id = self.keys[uid]  # the cache key: 64 hex characters, within ^[a-zA-Z0-9_-]{1,64}$

@@ -25,7 +25,7 @@ from ..errors import (
 )
 from ..reply import Reply
 from ._pacing import DEFAULT_MAX_CONCURRENCY, START_WINDOW, _Window
-from ._report import _Options, _State
+from ._report import Stop, _Options, _State
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -138,7 +138,7 @@ class _Live:
                     if self.in_flight:
                         await self._wait_change()  # spend settles as requests finish; then try again
                         continue
-                    self.state.stopped = "stopped before the spend would pass the budget"
+                    self.state.stop_with(Stop.BUDGET)
                     break
                 self.todo.popleft()
                 started = time.monotonic()
@@ -242,4 +242,4 @@ class _Live:
         self.stop = True
         error = exc if isinstance(exc, ClaudeError) else ClaudeError(f"{type(exc).__name__}: {exc}")
         self.state.aborted = error
-        self.state.stopped = f"stopped early: {error}"
+        self.state.stop_with(Stop.EARLY, f": {error}")

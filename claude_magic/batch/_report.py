@@ -4,6 +4,7 @@ per-prompt outcomes and counters, written on the client's loop thread, read on t
 
 from __future__ import annotations
 
+import enum
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -67,9 +68,26 @@ class Progress:
         return " · ".join(parts)
 
 
+class Stop(str, enum.Enum):
+    """Why a run ended before every row was tried (``BatchSummary.stop``)."""
+
+    BUDGET = "budget"            # the next requests could have taken the spend past the budget
+    EARLY = "early"              # a failure every row would share (or a bug of ours) stopped it
+    INTERRUPTED = "interrupted"  # Ctrl-C / the stop button
+    CANCELLED = "cancelled"      # a background job's cancel(), or the client closed under it
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_STOP_TEXT = {Stop.BUDGET: "stopped before the spend would pass the budget", Stop.EARLY: "stopped early",
+              Stop.INTERRUPTED: "interrupted", Stop.CANCELLED: "cancelled"}
+
+
 @dataclass
 class BatchSummary:
-    """Counts of a run; ``str()`` is the one-line summary printed at the end."""
+    """Counts of a run; ``str()`` is the one-line summary printed at the end. ``stop`` says why a
+    run ended early (a :class:`Stop`, else None) and ``stopped`` says it in words."""
 
     rows: int
     unique: int
@@ -89,6 +107,7 @@ class BatchSummary:
     api: str = "live"
     stopped: str | None = None
     batch_ids: list[str] = field(default_factory=list)
+    stop: Stop | None = None
 
     @property
     def duplicates(self) -> int:
@@ -286,9 +305,20 @@ class _State:
         self.input_tokens = self.output_tokens = 0
         self.retries = 0
         self.cost: float | None = 0.0
-        self.stopped: str | None = None
+        self.stop: Stop | None = None
+        self.stop_detail = ""  # what follows the reason's words (the error, the batches waited for)
         self.aborted: ClaudeError | None = None
         self.batch_ids: list[str] = []
+
+    def stop_with(self, reason: Stop, detail: str = "") -> None:
+        """Record why the run stops (the first reason stands)."""
+        if self.stop is None:
+            self.stop, self.stop_detail = reason, detail
+
+    @property
+    def stopped(self) -> str | None:
+        """The reason in words, as the summary shows it."""
+        return None if self.stop is None else _STOP_TEXT[self.stop] + self.stop_detail
 
     def hit(self, uid: int, text: str) -> None:
         self.texts[uid] = text
