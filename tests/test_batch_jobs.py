@@ -141,3 +141,16 @@ def test_an_interactive_call_during_a_saturating_job_is_admitted_ahead_and_not_a
     assert [r.retries for r in replies] == [0, 0, 0, 0]  # never a 429 (a retry), never a retry-after pause
     assert max(r.queued for r in replies) < 0.5
     assert result.series.notna().all()
+
+
+def test_two_jobs_under_a_binding_limit_share_it_equally(emu: Emulator, client: Client) -> None:
+    emu.configure(rpm=1200, ttft=0.02)  # 20 requests a second for both
+    # the first may queue eight times as many requests: first come, first served would give it most
+    first = run_batch("A {q}", questions(80), client=client, model=MODEL, concurrency=32, background=True)
+    second = run_batch("B {q}", questions(80), client=client, model=MODEL, concurrency=4, background=True)
+    other_when_first_ended: list[int] = []
+    first.add_done_callback(lambda _: other_when_first_ended.append(second.progress.done))
+    first.result(timeout=120)
+    second.result(timeout=120)
+    # taking turns, the second job had answered about as many rows when the first one ended
+    assert other_when_first_ended[0] >= 60, other_when_first_ended
