@@ -6,134 +6,70 @@ streamed text handed to the caller's thread, so display updates happen where the
 ``acomplete`` awaits the same coroutine from any loop, Jupyter's included. One implementation
 of the logic, two doors. A cache hit is answered on the caller's thread without touching the loop.
 
-Layers below: ``_loop`` (the loop thread and the hand-off of streamed text), ``_call`` (the state
-of one call across attempts, and its time budget), ``_http`` (the key at the transport, bounded
-reads, transport errors), ``_wire`` (the JSON).
+``Client`` is the façade: it resolves the settings, answers from the response cache (and a
+cassette), admits each request through the scheduler, and builds the ``Reply``. The layers below,
+each one concern (as httpx's ``send`` goes down one layer per concern to the transport):
+
+- ``_scheduler``: admission, with a priority and the job a request belongs to, paced by the
+  mirror of its rate-limit bucket;
+- ``_driver``: the retry/resume driver, which runs the attempts of one admitted call until an
+  answer or a final error, within the call's clocks;
+- ``_attempt``: one attempt, the message it answered or one translated error;
+- ``_loop`` (the loop thread and the hand-off of streamed text), ``_call`` (the state of one call
+  across attempts, and its time budget), ``_http`` (the key at the transport, bounded reads,
+  transport errors), ``_wire`` (the JSON).
 """
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
 import json
-import logging
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import httpx
-from httpx_sse import EventSource
 
-from . import _http, _httpcore_fix, _secrets, _wire
-from ._call import CONTINUE_PROMPT, GRACE, MAX_RESUMES, READ_TIMEOUT_BASE, Call, Seam, read_timeout
+from . import _http, _secrets, _wire
+from ._attempt import Attempts
+from ._call import CONTINUE_PROMPT, GRACE, MAX_RESUMES, Call, read_timeout
+from ._driver import Driver
 from ._loop import LoopThread, route
 from ._scheduler import Priority, Scheduler, Ticket, bucket_of, resolve
-from ._wire import StreamError, TextDelta, ThinkingDelta
 from .cache import ResponseCache, append_to_cassette
-from .errors import (
-    APIConnectionError,
-    APIError,
-    CacheMiss,
-    ClaudeError,
-    ConfigError,
-    MalformedResponseError,
-    MissingAPIKey,
-    RateLimitError,
-    StreamInterrupted,
-)
+from .errors import CacheMiss, ConfigError, MissingAPIKey
 from .reply import Reply, Usage
-from .retry import RetryPolicy, should_retry
+from .retry import RetryPolicy
 
-__all__ = ["CONTINUE_PROMPT", "Client", "read_timeout"]
+__all__ = ["CONTINUE_PROMPT", "MAX_RESUMES", "Client", "read_timeout"]
 
-log = logging.getLogger("claude_magic")
 T = TypeVar("T")
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
-CONNECT_TIMEOUT = 5.0
 DEFAULT_MAX_WAIT = 600.0
 # Streaming: the longest silence between two events (the API pings while it thinks).
 STREAM_IDLE_TIMEOUT = 90.0
-CONTENT_TICK = 0.25  # s: how often a producing stream settles its clocks (see _call), not per token
-_Seam = Seam  # the name tests and older code use
-__all__ += ["MAX_RESUMES"]
 
 
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-class _StreamBroken(Exception):
-    """A stream that started (HTTP 200) and broke before ``message_stop``."""
-
-    def __init__(self, asm: _wire.MessageAssembler, error: ClaudeError) -> None:
-        self.asm = asm
-        self.error = error
-        super().__init__(str(error))
-
-
-class _OutOfTime(Exception):
-    """An attempt passed its call's time budget (see ``_call``): final, never retried."""
-
-
-class _Watchdog:
-    """Cancels the current task when its call's deadline passes; the deadline may move later as
-    content arrives (one timer, re-armed lazily: nothing per token)."""
-
-    def __init__(self, call: Call) -> None:
-        self.call = call
-        self.task = asyncio.current_task()
-        self.loop = asyncio.get_running_loop()
-        self.fired = False
-        self.handle: asyncio.TimerHandle | None = None
-
-    def __enter__(self) -> _Watchdog:
-        self._check()
-        return self
-
-    def _check(self) -> None:
-        left = self.call.deadline() - time.monotonic()
-        if left > 0:
-            self.handle = self.loop.call_later(left, self._check)
-        elif self.task is not None:
-            self.fired = True
-            self.task.cancel()
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.handle is not None:
-            self.handle.cancel()
-
-    def expired(self, base_url: str) -> _OutOfTime:
-        uncancel = getattr(self.task, "uncancel", None)
-        if uncancel is not None:
-            uncancel()
-        return _OutOfTime(self.call.expired_reason(base_url))
-
-
+@dataclasses.dataclass(frozen=True)
 class _Prepared:
-    __slots__ = ("body", "key", "lookup", "store", "stream", "headers", "prompt")
+    """A ``complete`` checked and resolved before it is looked up or sent."""
 
-    def __init__(
-        self,
-        body: dict[str, Any],
-        key: str | None,
-        lookup: bool,
-        store: bool,
-        stream: bool,
-        headers: dict[str, str],
-        prompt: Any,
-    ) -> None:
-        self.body = body
-        self.key = key
-        self.lookup = lookup
-        self.store = store
-        self.stream = stream
-        self.headers = headers
-        self.prompt = prompt
+    body: dict[str, Any]
+    key: str | None  # its cache key, or None with caching off
+    lookup: bool  # answer from the cache when it can
+    store: bool  # keep the answer in the cache
+    stream: bool
+    headers: dict[str, str]
+    prompt: Any
 
 
 class Client:
@@ -195,15 +131,14 @@ class Client:
         self._cache_arg = cache
         self._cache: ResponseCache | None = cache if isinstance(cache, ResponseCache) else None
         self._owns_cache = self._cache is None
-        self._transport = transport
-        self._max_connections = max_connections
-        self._http: httpx.AsyncClient | None = None
         self._bridge = LoopThread("this Client")
+        self._attempts = Attempts(self.base_url, _http.KeyAuth(self._api_key, self._userinfo),
+                                  api_version=self.api_version, transport=transport,
+                                  max_connections=max_connections)
         self._lock = threading.Lock()
         self.scheduler = Scheduler()
         self.history: list[Reply] = []
         self.last_reply: Reply | None = None
-        self.ratelimit: dict[str, Any] = {}
         self._replayed: set[str] = set()
         self.closed = False
 
@@ -300,21 +235,6 @@ class Client:
         """Run ``coro`` on the client's loop and wait for it; Ctrl-C cancels it (within a second)."""
         return self._bridge.run(coro)
 
-    def _client(self) -> httpx.AsyncClient:
-        if self._http is None:
-            _httpcore_fix.apply()
-            self._http = httpx.AsyncClient(
-                base_url=self.base_url,
-                transport=self._transport,
-                auth=_http.KeyAuth(self._api_key, self._userinfo),
-                timeout=httpx.Timeout(READ_TIMEOUT_BASE, connect=CONNECT_TIMEOUT, pool=None),
-                limits=httpx.Limits(
-                    max_connections=self._max_connections, max_keepalive_connections=self._max_connections
-                ),
-                headers={"anthropic-version": self.api_version, "user-agent": "claude_magic"},
-            )
-        return self._http
-
     def _headers(self, extra: dict[str, str] | None) -> dict[str, str]:
         """Headers of a request besides the key (which the transport adds)."""
         if not self._api_key:
@@ -358,6 +278,16 @@ class Client:
         if key is not None and (cache := self.cache) is not None:
             cache.set(key, reply.to_dict())
         self.history.append(reply)
+
+    @property
+    def ratelimit(self) -> dict[str, Any]:
+        """The newest ``anthropic-ratelimit-*`` reading of any answer to this client (``{}`` before
+        the first); ``last_ratelimit`` gives a copy."""
+        return self._attempts.ratelimit
+
+    @ratelimit.setter
+    def ratelimit(self, reading: dict[str, Any]) -> None:
+        self._attempts.ratelimit = reading
 
     @property
     def last_ratelimit(self) -> dict[str, Any] | None:
@@ -506,15 +436,11 @@ class Client:
 
         call = Call(prep.body, emit, max_wait=self.retry_policy.max_wait, on_sent=sent,
                     first_wait=self.stream_idle_timeout, grace=min(GRACE, self.stream_idle_timeout))
+        driver = Driver(call, ticket, self.scheduler, self.retry_policy)
         if prep.stream:
-            message = await self._retrying(
-                call,
-                lambda: self._stream_attempt(call, headers),
-                on_broken=lambda asm: self._prepare_resume(call, asm),
-                ticket=ticket,
-            )
+            message = await driver.run(lambda: self._attempts.stream(call, headers, self.stream_idle_timeout))
         else:
-            message = await self._retrying(call, lambda: self._post_attempt(call, headers), ticket=ticket)
+            message = await driver.run(lambda: self._attempts.message(call, headers))
             if text := _wire.text_of(message.get("content") or []):
                 call.text(text)
         reply = self._reply(call, message, time.perf_counter() - call.started)
@@ -542,258 +468,6 @@ class Client:
             ratelimit=call.ratelimit, sent_at=call.sent_at, attempts=call.attempts,
         )
 
-    # -- attempts --------------------------------------------------------------------------------
-
-    def _note_headers(self, headers: httpx.Headers, call: Call | None = None) -> None:
-        """Keep the answer's ``anthropic-ratelimit-*`` reading: the call's, and the client's newest."""
-        rl = _http.ratelimit_of(headers)
-        if rl is not None:
-            self.ratelimit = rl
-            if call is not None:
-                call.ratelimit = rl
-
-    async def _send(self, request: httpx.Request) -> httpx.Response:
-        try:
-            return await self._client().send(request, stream=True)
-        except httpx.TransportError as exc:
-            timeout = request.extensions.get("timeout", {}).get("read")
-            raise _http.transport_error(exc, self.base_url, answered=False, timeout=timeout) from None
-
-    async def _error_of(self, response: httpx.Response) -> APIError:
-        """The error a non-200 answer stands for, its body read up to a bound."""
-        try:
-            content, _ = await _http.read_capped(response, _http.ERROR_BODY_LIMIT)
-        except httpx.TransportError:
-            content = b""
-        return _http.api_error(response, content, self.base_url)
-
-    async def _post_attempt(self, call: Call, headers: dict[str, str]) -> dict[str, Any]:
-        limit = read_timeout(call.body["max_tokens"])
-        request = self._client().build_request(
-            "POST", "/v1/messages", json=call.sending, headers=headers,
-            timeout=httpx.Timeout(limit, connect=CONNECT_TIMEOUT, pool=None),
-            extensions=_http.sent_hook(call.sent),
-        )
-        return await self._whole(call, self._post_exchange(call, request), limit + CONNECT_TIMEOUT)
-
-    async def _whole(self, call: Call, exchange: Awaitable[T], seconds: float) -> T:
-        """One attempt whose answer comes whole (not streamed), bounded by ``seconds``: its time
-        counts as producing if it succeeds, as idle if it fails (see ``_call``)."""
-        call.begin_attempt(deadline=time.monotonic() + seconds)
-        produced = False
-        try:
-            with _Watchdog(call) as watchdog:
-                try:
-                    result = await exchange
-                except asyncio.CancelledError:
-                    if watchdog.fired:
-                        raise watchdog.expired(self.base_url) from None
-                    raise
-            produced = True
-            return result
-        finally:
-            call.end(produced)
-
-    async def _answered(self, call: Call, response: httpx.Response) -> None:
-        """Note what every answer carries (rate-limit reading, request id); raise a non-200's error."""
-        self._note_headers(response.headers, call)
-        call.request_id = response.headers.get("request-id")
-        if response.status_code != 200:
-            raise await self._error_of(response)
-
-    async def _post_exchange(self, call: Call, request: httpx.Request) -> dict[str, Any]:
-        response = await self._send(request)
-        try:
-            await self._answered(call, response)
-            try:
-                content, too_long = await _http.read_capped(response, _http.REPLY_LIMIT)
-            except httpx.TransportError as exc:
-                raise _http.transport_error(exc, self.base_url, answered=True) from None
-            if too_long:
-                raise _http.malformed(f"the answer from {self.base_url} is larger than "
-                                      f"{_http.REPLY_LIMIT // 2**20} MB", response)
-            _http.check_content_type(response, "application/json", self.base_url, content)
-            try:
-                return _wire.parse_message(content, self.base_url)
-            except MalformedResponseError as exc:
-                exc.request_id = call.request_id
-                raise
-        finally:
-            await response.aclose()
-
-    async def _stream_attempt(self, call: Call, headers: dict[str, str]) -> dict[str, Any]:
-        asm = _wire.MessageAssembler()
-        request = self._client().build_request(
-            "POST",
-            "/v1/messages",
-            json={**call.sending, "stream": True},
-            headers={**headers, "accept": "text/event-stream"},
-            timeout=httpx.Timeout(self.stream_idle_timeout, connect=CONNECT_TIMEOUT, pool=None),
-            extensions=_http.sent_hook(call.sent),
-        )
-        call.begin_attempt()
-        try:
-            with _Watchdog(call) as watchdog:
-                try:
-                    return await self._stream_exchange(call, request, asm)
-                except asyncio.CancelledError:
-                    if watchdog.fired:
-                        call.end_attempt()
-                        raise _StreamBroken(asm, watchdog.expired(self.base_url)) from None  # type: ignore[arg-type]
-                    raise
-        finally:
-            call.end(produced=False)
-
-    async def _stream_exchange(self, call: Call, request: httpx.Request,
-                               asm: _wire.MessageAssembler) -> dict[str, Any]:
-        response = await self._send(request)
-        try:
-            await self._answered(call, response)
-            try:
-                _http.check_content_type(response, "text/event-stream", self.base_url)
-            except MalformedResponseError as exc:
-                raise _StreamBroken(asm, exc) from None
-            await self._read_events(call, asm, response)
-        finally:
-            await response.aclose()
-        return {**asm.message, "content": asm.content(), "usage": asm.usage}
-
-    async def _read_events(self, call: Call, asm: _wire.MessageAssembler, response: httpx.Response) -> None:
-        stopped = False
-        try:
-            monotonic = time.monotonic
-            async for sse in EventSource(response).aiter_sse():
-                event = asm.feed(sse.event, sse.data)
-                # Content arrived: settle the clocks, at most every CONTENT_TICK s (not per token).
-                if sse.event not in ("ping", "message_start") and (
-                        not call.attempt_content or monotonic() - call.mark > CONTENT_TICK):
-                    call.content()
-                if event is None:
-                    continue
-                if isinstance(event, TextDelta):
-                    call.text(event.text)
-                elif isinstance(event, ThinkingDelta):
-                    call.think(event.text)
-                elif isinstance(event, StreamError):
-                    raise _StreamBroken(asm, _wire.error_from_event(event.data, call.request_id))
-                else:
-                    stopped = True
-                    break
-        except httpx.TransportError as exc:
-            error = _http.transport_error(exc, self.base_url, answered=True, timeout=self.stream_idle_timeout)
-            raise _StreamBroken(asm, error) from None
-        except MalformedResponseError as exc:
-            exc.request_id = call.request_id
-            raise _StreamBroken(asm, exc) from None
-        if not stopped:
-            raise _StreamBroken(
-                asm,
-                APIConnectionError(f"the stream from {self.base_url} ended before message_stop (truncated)"),
-            )
-        call.end_attempt()
-
-    def _prepare_resume(self, call: Call, asm: _wire.MessageAssembler) -> dict[str, Any] | None:
-        """Keep what the broken attempt cost and showed; the body that resumes, or None to start over."""
-        call.end_attempt()
-        call.usage = call.usage + Usage.from_api(asm.usage)
-        if not call.earlier_blocks:
-            call.earlier_blocks = asm.content()
-        body = call.resume_body(call.body["model"])
-        if body is None:
-            call.seam = None
-            if call.shown:
-                raise StreamInterrupted(
-                    f"the stream broke too often to resume ({call.resumed + 1} breaks; "
-                    f"last: {call.last_error})",
-                    partial=call.shown, cause=call.last_error)
-        return body
-
-    async def _retrying(
-        self,
-        call: Call,
-        attempt: Callable[[], Awaitable[T]],
-        on_broken: Callable[[_wire.MessageAssembler], dict[str, Any] | None] | None = None,
-        *,
-        ticket: Ticket,
-    ) -> T:
-        """Run ``attempt`` until it succeeds, the failure is final, or the time budget is spent."""
-        while True:
-            await self._respect_pause(call, ticket)
-            try:
-                return await attempt()
-            except _OutOfTime as exc:
-                raise self._final(call, APIConnectionError(str(exc)), gave_up=True) from None
-            except (APIError, APIConnectionError, _StreamBroken) as exc:
-                error = exc.error if isinstance(exc, _StreamBroken) else exc
-                call.last_error = error
-                if isinstance(error, _OutOfTime):
-                    raise self._final(call, APIConnectionError(str(error)), gave_up=True) from None
-                if isinstance(error, MalformedResponseError):
-                    call.malformed += 1  # not the protocol: once may be a proxy's hiccup, twice is not
-                    retry = call.malformed <= 1
-                else:
-                    retry = should_retry(error, getattr(error, "headers", None))
-                if not retry:
-                    raise self._final(call, error) from None
-                if isinstance(error, APIConnectionError) and not isinstance(exc, _StreamBroken):
-                    call.connect_failures += 1
-                    if call.connect_failures > self.retry_policy.max_connect_retries:
-                        raise self._final(call, error, gave_up=True) from None
-                delay = self.retry_policy.delay(call.retries, getattr(error, "headers", None))
-                if isinstance(error, APIError) and error.retry_after is not None:
-                    self.scheduler.pause(ticket.bucket, time.monotonic() + delay, ticket.priority)
-                if delay > call.idle_left:
-                    raise self._final(call, error, gave_up=True, next_wait=delay) from None
-                resumed = None
-                if isinstance(exc, _StreamBroken) and on_broken is not None:
-                    resumed = on_broken(exc.asm)
-                call.sending = resumed or call.body
-                if resumed is None:
-                    call.retries += 1
-                log.debug("attempt failed (%s); retrying in %.2f s", error, delay)
-                await asyncio.sleep(delay)
-                call.waited(delay)
-
-    async def _respect_pause(self, call: Call, ticket: Ticket) -> None:
-        """Wait out a ``retry-after`` pause of the request's bucket (an interactive request only one
-        that an interactive request was given: a batch's pause does not hold a person up)."""
-        while (wait := self.scheduler.paused(ticket.bucket, ticket.priority)) > 0:
-            if wait > call.idle_left:
-                pause = RateLimitError("the API asked requests to this model to wait (retry-after)",
-                                       status=429, type="rate_limit_error")
-                raise self._final(call, pause, gave_up=True, next_wait=wait)
-            await asyncio.sleep(wait)
-            call.waited(wait)
-
-    def _final(
-        self, call: Call, error: BaseException, *, gave_up: bool = False, next_wait: float | None = None
-    ) -> ClaudeError:
-        """The error to raise: with what was tried, and the partial text if some was shown."""
-        call.end_attempt()
-        if not isinstance(error, ClaudeError):
-            error = APIConnectionError(str(error))
-        message = str(error)
-        if gave_up:
-            attempts = call.retries + call.resumed + 1
-            message += f" (gave up after {attempts} attempt{'s' if attempts > 1 else ''}"
-            if next_wait is not None:
-                limit = self.retry_policy.max_wait
-                message += f"; the next wait of {next_wait:.0f} s would pass max_wait={limit:g} s"
-            message += ")"
-        if call.shown:
-            return StreamInterrupted(f"incomplete answer: {message}", partial=call.shown, cause=error)
-        if message == str(error):
-            return error
-        if isinstance(error, APIError):
-            return type(error)(
-                error.message + message[len(str(error)) :],
-                status=error.status,
-                type=error.type,
-                request_id=error.request_id,
-                retry_after=error.retry_after,
-            )
-        return type(error)(message)
-
     # -- other endpoints ---------------------------------------------------------------------------
 
     async def _json(
@@ -815,15 +489,11 @@ class Client:
             call = Call({"model": "", "messages": [], "max_tokens": 0}, None,
                         max_wait=self.retry_policy.max_wait)
 
-            async def attempt() -> Any:
-                request = self._client().build_request(method, path, json=body, params=params,
-                                                       headers=headers, extensions=_http.sent_hook(call.sent))
-                return await self._whole(call, self._json_exchange(request, lines),
-                                         READ_TIMEOUT_BASE + CONNECT_TIMEOUT)
-
             call.on_sent = ticket.sent
+            driver = Driver(call, ticket, self.scheduler, self.retry_policy)
             try:
-                return await self._retrying(call, attempt, ticket=ticket)
+                return await driver.run(lambda: self._attempts.json(
+                    call, method, path, body=body, params=params, headers=headers, lines=lines))
             except BaseException as exc:
                 error = exc
                 raise
@@ -831,27 +501,6 @@ class Client:
                 self.scheduler.done(ticket, None, error, self.ratelimit if error is None else None)
 
         return await self._bridge.on_loop(lambda _: exchange())
-
-    async def _json_exchange(self, request: httpx.Request, lines: bool) -> Any:
-        response = await self._send(request)
-        try:
-            self._note_headers(response.headers)
-            if response.status_code != 200:
-                raise await self._error_of(response)
-            try:
-                # results of a Message Batch may be large; anything else is small
-                content, too_long = await _http.read_capped(response, 2**31 if lines else _http.REPLY_LIMIT)
-            except httpx.TransportError as exc:
-                raise _http.transport_error(exc, self.base_url, answered=True) from None
-            if too_long:
-                raise _http.malformed(f"the answer from {self.base_url} is too large", response)
-            if lines:
-                return [_wire.parse_json(line, self.base_url)
-                        for line in content.splitlines() if line.strip()]
-            _http.check_content_type(response, "application/json", self.base_url, content)
-            return _wire.parse_json(content, self.base_url)
-        finally:
-            await response.aclose()
 
     async def acount_tokens(
         self, prompt_or_messages: Any, *, model: str | None = None, **options: Any
@@ -917,8 +566,7 @@ class Client:
             return
         self.closed = True
         self._cancel_jobs()
-        http = self._http
-        self._bridge.close(http.aclose if http is not None else None)
+        self._bridge.close(self._attempts.aclose if self._attempts.opened else None)
         if self._owns_cache and self._cache is not None:
             self._cache.close()
 

@@ -13,12 +13,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from claude_magic.client import CONTINUE_PROMPT, Client, _Seam, read_timeout
+from claude_magic._attempt import Attempts, StreamBroken
+from claude_magic._call import Call, Seam
+from claude_magic._driver import Driver
+from claude_magic._scheduler import Priority, Scheduler
+from claude_magic._wire import MessageAssembler
+from claude_magic.client import CONTINUE_PROMPT, Client, read_timeout
 from claude_magic.errors import (
     APIConnectionError,
     AuthenticationError,
     BadRequestError,
     CacheMiss,
+    ClaudeError,
     ConfigError,
     MissingAPIKey,
     OverloadedError,
@@ -359,7 +365,7 @@ def test_a_break_before_any_text_restarts(make) -> None:
 )
 def test_seam_joins_without_duplicating(shown, continuation, overlap, joined) -> None:
     for step in (1, 3, len(continuation)):  # however the continuation arrives
-        seam = _Seam(shown, overlap=overlap)
+        seam = Seam(shown, overlap=overlap)
         out = "".join(seam.feed(continuation[i : i + step]) for i in range(0, len(continuation), step))
         assert shown + out + seam.flush() == joined
 
@@ -536,3 +542,84 @@ def test_httpcore_locks_are_fast_acquire_once_a_client_opens_its_pool(make) -> N
 
     inner = asyncio.run(make_lock())
     assert isinstance(inner, anyio.Lock) and inner._fast_acquire is True
+
+
+# -- the layers below the façade, each used without the ones above (see tests/test_structure.py) -----
+
+BODY = {"model": "claude-opus-5-5", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}
+READING = {"anthropic-ratelimit-requests-limit": "50", "request-id": "req_rl"}
+MESSAGE = {"id": "m", "type": "message", "role": "assistant", "model": "claude-opus-5-5",
+           "stop_reason": "end_turn", "stop_sequence": None, "content": [{"type": "text", "text": FULL}],
+           "usage": {"input_tokens": 1, "output_tokens": 2}}
+
+
+def test_one_attempt_gives_the_message_or_one_translated_error_and_notes_the_reading() -> None:
+    server = Server(httpx.Response(200, json=MESSAGE, headers=READING),
+                    api_error(529, "overloaded_error", headers=READING),
+                    ok_stream(sse(stream_events(["Hello", ", wör"], stop=False))))
+
+    async def scenario() -> tuple[dict[str, Any], BaseException, StreamBroken, Call, Attempts]:
+        attempts = Attempts("http://api.test", httpx.Auth(), api_version="2026-10-21",
+                            transport=httpx.MockTransport(server))
+        call = Call(BODY, None, max_wait=5)
+        try:
+            message = await attempts.message(call, {})
+            with pytest.raises(OverloadedError) as failed:
+                await attempts.message(call, {})
+            with pytest.raises(StreamBroken) as broken:
+                await attempts.stream(call, {}, idle_timeout=5)
+        finally:
+            await attempts.aclose()
+        return message, failed.value, broken.value, call, attempts
+
+    message, failed, broken, call, attempts = asyncio.run(scenario())
+    assert message["content"] == [{"type": "text", "text": FULL}] and call.attempts == 3
+    assert str(failed).startswith("529 overloaded_error") and call.retries == 0  # retrying is not its job
+    assert call.ratelimit is not None and call.ratelimit["requests-limit"] == "50"
+    assert attempts.ratelimit == call.ratelimit and call.request_id == "req_ok"
+    assert isinstance(broken.error, APIConnectionError) and "before message_stop" in str(broken.error)
+    assert call.shown == "Hello, wör" and broken.asm.usage["input_tokens"] == 11  # what resuming keeps
+
+
+def test_the_driver_retries_resumes_and_ends_on_a_final_error_without_any_http() -> None:
+    def run(script: list[Any]) -> tuple[Any, Call]:
+        async def scenario() -> tuple[Any, Call]:
+            scheduler = Scheduler()
+            ticket = await scheduler.admit("b", Priority.INTERACTIVE)
+            call = Call(BODY, None, max_wait=5)
+
+            async def attempt() -> Any:
+                step = script.pop(0)
+                if callable(step):
+                    step = step(call)
+                if isinstance(step, BaseException):
+                    raise step
+                return step
+
+            driver = Driver(call, ticket, scheduler, RetryPolicy(initial=0.001, max_backoff=0.002))
+            try:
+                return await driver.run(attempt), call
+            except ClaudeError as exc:
+                return exc, call
+
+        return asyncio.run(scenario())
+
+    overloaded = OverloadedError("busy", status=529, type="overloaded_error")
+    got, call = run([overloaded, {"done": True}])
+    assert got == {"done": True} and call.retries == 1 and call.resumed == 0
+
+    def broke_after_text(call: Call) -> StreamBroken:
+        call.text("Hello, wör")
+        return StreamBroken(MessageAssembler(), APIConnectionError("the stream broke"))
+
+    got, call = run([broke_after_text, {"done": True}])
+    assert got == {"done": True} and call.resumed == 1 and call.retries == 0
+    assert call.sending["messages"][-2:] == [{"role": "assistant", "content": "Hello, wör"},
+                                             {"role": "user", "content": CONTINUE_PROMPT}]
+
+    bad = BadRequestError("no", status=400, type="invalid_request_error")
+    got, call = run([bad])
+    assert got is bad and call.retries == 0
+    got, call = run([broke_after_text, bad])
+    assert isinstance(got, StreamInterrupted) and got.partial == "Hello, wör"
+    assert str(got).startswith("incomplete answer: 400 invalid_request_error: no")
