@@ -126,6 +126,7 @@ class Ticket:
     admitted: float
     queued: float  # seconds spent waiting for admission
     mirror: Mirror = field(repr=False)
+    reading: dict[str, Any] | None = field(default=None, repr=False)  # its own answer's rate-limit reading
 
     def sent(self, at: float) -> None:
         self.mirror.sent(self.mark, at)

@@ -423,7 +423,8 @@ class Client:
             error = exc
             raise
         finally:
-            self.scheduler.done(ticket, reply, error, self.ratelimit)
+            # a failure's own reading (a 429 says the bucket is empty), never another bucket's
+            self.scheduler.done(ticket, reply, error, ticket.reading)
 
     async def _admitted(
         self, prep: _Prepared, headers: dict[str, str], emit: Callable[[str], Any] | None,
@@ -437,12 +438,16 @@ class Client:
         call = Call(prep.body, emit, max_wait=self.retry_policy.max_wait, on_sent=sent,
                     first_wait=self.stream_idle_timeout, grace=min(GRACE, self.stream_idle_timeout))
         driver = Driver(call, ticket, self.scheduler, self.retry_policy)
-        if prep.stream:
-            message = await driver.run(lambda: self._attempts.stream(call, headers, self.stream_idle_timeout))
-        else:
-            message = await driver.run(lambda: self._attempts.message(call, headers))
-            if text := _wire.text_of(message.get("content") or []):
-                call.text(text)
+        try:
+            if prep.stream:
+                idle = self.stream_idle_timeout
+                message = await driver.run(lambda: self._attempts.stream(call, headers, idle))
+            else:
+                message = await driver.run(lambda: self._attempts.message(call, headers))
+        finally:
+            ticket.reading = call.ratelimit
+        if not prep.stream and (text := _wire.text_of(message.get("content") or [])):
+            call.text(text)
         reply = self._reply(call, message, time.perf_counter() - call.started)
         reply.queued = ticket.queued
         if prep.store and prep.key is not None and (cache := self.cache) is not None:
