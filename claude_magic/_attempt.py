@@ -189,6 +189,8 @@ class Attempts:
             self.ratelimit = rl
             if call is not None:
                 call.ratelimit = rl
+                if call.on_reading is not None:
+                    call.on_reading(rl)
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
         try:

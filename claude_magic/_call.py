@@ -117,6 +117,8 @@ class Call:
         self.on_sent = on_sent  # called with time.monotonic() when an attempt's request has left
         self.sent_at: float | None = None  # when the last attempt's request left (time.monotonic())
         self.ratelimit: dict[str, Any] | None = None  # the reading of the last answer (see _http)
+        # called with each answer's reading as soon as its headers arrive (before a streamed body)
+        self.on_reading: Callable[[dict[str, Any]], Any] | None = None
         self.last_error: BaseException | None = None
         # the clocks (module docstring)
         self.max_wait = max_wait

@@ -338,6 +338,16 @@ class Scheduler:
         mirror.forget(state.in_flight)
         self._wake(state)
 
+    def read(self, ticket: Ticket, reading: Mapping[str, Any]) -> None:
+        """The headers of ``ticket``'s answer arrived (its body may still be streaming): the first
+        answer of a bucket ends its probe at once."""
+        state = self._bucket(ticket.bucket)
+        if state.answered:
+            return  # later readings wait for done(), which knows whether the request was retried
+        state.answered = True
+        state.mirror.observe(reading, mark=ticket.mark, in_flight=len(state.in_flight))
+        self._wake(state)
+
     def _wake(self, state: _Bucket) -> None:
         if state.changed is not None:
             state.changed.set()

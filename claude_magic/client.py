@@ -437,6 +437,7 @@ class Client:
 
         call = Call(prep.body, emit, max_wait=self.retry_policy.max_wait, on_sent=sent,
                     first_wait=self.stream_idle_timeout, grace=min(GRACE, self.stream_idle_timeout))
+        call.on_reading = lambda reading: self.scheduler.read(ticket, reading)
         driver = Driver(call, ticket, self.scheduler, self.retry_policy)
         try:
             if prep.stream:

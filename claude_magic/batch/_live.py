@@ -180,8 +180,11 @@ class _Live:
         reply: Reply | None = None
         try:
             # Known misses: refresh=True skips the client's second lookup but still stores the answer.
+            # Streamed while the bucket's size is unknown: its headers then end the scheduler's probe
+            # at the first token, not a whole answer later.
+            unread = self.mirror.requests.rate is None
             reply = await self.client.acomplete(
-                prompt, stream=False, cache=self.opts.cache, refresh=self.opts.cache,
+                prompt, stream=unread, cache=self.opts.cache, refresh=self.opts.cache,
                 priority=Priority.BATCH, job=self.job, **self.opts.call_options())
         except asyncio.CancelledError:
             raise
