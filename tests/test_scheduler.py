@@ -144,3 +144,21 @@ def test_a_job_on_an_unread_bucket_sends_one_probe_before_the_rest() -> None:
         return held, second.queued < 1
 
     assert asyncio.run(scenario()) == (True, True)
+
+
+def test_the_probe_ends_when_its_answer_headers_arrive_not_when_its_body_ends() -> None:
+    async def scenario() -> bool:
+        s = Scheduler()
+        job = s.open_job("rows")
+        probe = await s.admit("b", Priority.BATCH, job)
+        rest = asyncio.ensure_future(s.admit("b", Priority.BATCH, job))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not rest.done()
+        s.read(probe, _reading(9))  # the headers of a streamed answer: its body is still coming
+        second = await asyncio.wait_for(rest, 5)
+        s.done(second)
+        s.done(probe)
+        return second.queued < 1
+
+    assert asyncio.run(scenario())
