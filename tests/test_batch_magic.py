@@ -404,3 +404,21 @@ def test_final_display_draws_nothing_until_the_summary(capsys: pytest.CaptureFix
     assert capsys.readouterr().out == ""
     view.close("3 rows → 3 unique prompts")
     assert capsys.readouterr().out == "3 rows → 3 unique prompts\n"
+
+
+def test_a_background_job_fills_dest_after_the_running_cell_and_says_so_if_its_name_changed(
+        ip: Any, claude_emulator: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    claude_emulator.configure(ttft=0.2)
+    run(ip, '%claude_batch df.review "Say {review}" -o df.answer --background')
+    assert "answer" not in ip.user_ns["df"].columns  # it returned at once
+    run(ip, "_claude_job.exception()\nsame = 'answer' not in df.columns")  # ended while this cell ran...
+    assert ip.user_ns["same"] is True
+    assert ip.user_ns["df"]["answer"].notna().sum() == 3  # ... and was written after it
+    run(ip, '%claude_batch df.review "Again {review}" -o df.again --background')
+    run(ip, "df = 5\n_claude_job.exception()")  # DEST's frame is gone by the time the job ends
+    out = shown(ip, capsys)
+    assert "not written: DEST df.again: df is a int" in out and "answers are in _claude_batch.series" in out
+    assert ip.user_ns["df"] == 5 and ip.user_ns["_claude_batch"].series.notna().sum() == 3
+    ip.user_ns["items"] = ["a", "b"]
+    with pytest.raises(Exception, match="--dry-run sends nothing to wait for"):
+        run(ip, '%claude_batch items "x {value}" --dry-run --background')
