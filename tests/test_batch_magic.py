@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -422,3 +423,22 @@ def test_a_background_job_fills_dest_after_the_running_cell_and_says_so_if_its_n
     ip.user_ns["items"] = ["a", "b"]
     with pytest.raises(Exception, match="--dry-run sends nothing to wait for"):
         run(ip, '%claude_batch items "x {value}" --dry-run --background')
+
+
+def test_a_setting_changed_while_a_job_runs_leaves_the_job_on_its_client_closed_when_it_ends(
+        ip: Any, claude_emulator: Any) -> None:
+    import claude_magic
+
+    claude_emulator.configure(ttft=0.2)
+    run(ip, '%claude_batch df.review "Say {review}" -o df.answer --background')
+    session = claude_magic.session()
+    old = session.client
+    run(ip, "%config ClaudeMagics.max_tokens = 20")  # the client is rebuilt on its next use ...
+    assert session.client is not old and not old.closed  # ... but the job's is kept until it ends
+    assert [job.id for job in session.jobs()] == ["1"]
+    callbacks_ran = threading.Event()  # after the session's own (which closes the old client)
+    ip.user_ns["_claude_job"].add_done_callback(lambda _: callbacks_ran.set())
+    run(ip, "_claude_job.wait()")
+    assert callbacks_ran.wait(30)
+    assert ip.user_ns["df"]["answer"].notna().sum() == 3 and old.closed
+    assert sum(1 for reply in session.history() if not reply.cached) == 2  # its calls still counted
