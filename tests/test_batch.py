@@ -654,3 +654,13 @@ def test_bad_options_fail_before_any_request(emu: Emulator, client: Client, kwar
     assert emu.requests == []
 
 
+
+
+def test_tools_in_a_batch_are_refused_in_one_line_pointing_to_schema(emu: Emulator, client: Client) -> None:
+    tool = {"name": "extract", "input_schema": {"type": "object", "properties": {}}}
+    refused = r"^tools cannot be used in a batch .*with schema= \(--schema\) instead$"
+    with pytest.raises(ConfigError, match=refused):
+        run_batch("Q {value}", ["a"], client=client, model=MODEL, tools=[tool])
+    with pytest.raises(ConfigError, match=r"^tools and tool_choice cannot be used"):
+        run_batch("Q {value}", ["a"], client=client, model=MODEL, tools=[tool], tool_choice={"type": "any"})
+    assert posts(emu) == []

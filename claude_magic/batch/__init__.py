@@ -91,6 +91,10 @@ def _resolve_options(client: Client, *, model: str | None, max_tokens: int | Non
                      poll_interval: float, body_options: dict[str, Any]) -> _Options:
     if api not in ("live", "batch"):
         raise ConfigError(f"api must be 'live' or 'batch', got {api!r}")
+    if tooled := [name for name in ("tools", "tool_choice") if name in body_options]:
+        # a row's answer is its text: a tool call's input would be lost as ''
+        raise ConfigError(f"{' and '.join(tooled)} cannot be used in a batch (a tool call's input would be "
+                          "lost): ask for typed answers with schema= (--schema) instead")
     if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int)
                                     or concurrency < 1):
         raise ConfigError(f"concurrency must be a positive integer, got {concurrency!r}")
