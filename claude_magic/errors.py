@@ -22,6 +22,7 @@ exception is made (the last line of defence).
     │   └── OverloadedError         529 overloaded_error
     ├── APIConnectionError      no answer: connection refused or cut, timeout
     ├── StreamInterrupted       a stream broke and could not be resumed (keeps the partial text)
+    ├── AnswerInvalid           a typed answer is not JSON or does not match its schema (keeps the text)
     ├── CacheMiss               offline mode and the prompt is not in the cache
     └── BudgetExceeded          a batch stopped before the spend would pass its budget, or a
                                 row's worst case alone passes it (that row's error)
@@ -36,6 +37,7 @@ from ._secrets import scrub
 __all__ = [
     "APIConnectionError",
     "APIError",
+    "AnswerInvalid",
     "AuthenticationError",
     "BadRequestError",
     "BillingError",
@@ -188,6 +190,18 @@ class StreamInterrupted(ClaudeError):
         self.partial = scrub(partial)
         self.cause = cause
         super().__init__(message)
+
+
+class AnswerInvalid(ClaudeError):
+    """An answer asked to match a schema (structured outputs) does not: it is not JSON (cut short by
+    ``max_tokens``, or a refusal) or it fails a check. ``raw`` holds the answer's text."""
+
+    def __init__(self, message: str, *, raw: str = "") -> None:
+        self.raw = scrub(raw)
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.args[0],), {"raw": self.raw})
 
 
 class CacheMiss(ClaudeError):

@@ -14,8 +14,10 @@ It serves ``POST /v1/messages`` (JSON and SSE), ``POST /v1/messages/count_tokens
 (``/v1/messages/batches``: create, retrieve, list, cancel, delete, results) and ``/v1/models``.
 Replies are deterministic (see :mod:`.generate`), usage follows an approximate tokenizer (see
 :mod:`.tokens`), prompt caching is emulated (:mod:`.caching`), and so are rate limits
-(:mod:`.ratelimit`). Faults, per request with the header ``x-emulator-fault: <spec>`` or queued
-with :meth:`Emulator.inject`, are listed in :mod:`.faults`.
+(:mod:`.ratelimit`). Structured outputs (``output_config.format``) get deterministic JSON that fits
+the schema, and the schemas and combinations the API refuses get its 400s (:mod:`.structured`).
+Faults, per request with the header ``x-emulator-fault: <spec>`` or queued with
+:meth:`Emulator.inject`, are listed in :mod:`.faults`.
 
 Knobs (constructor keywords, or :meth:`Emulator.configure` while running): ``ttft``, ``token_rate``,
 ``rpm``, ``tpm``, ``burst``, ``api_key``, ``batch_duration``, ``min_cache_tokens``,

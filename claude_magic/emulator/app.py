@@ -35,13 +35,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from . import caching, faults
+from . import caching, faults, structured
 from .batches import BatchStore
 from .body import BodyUnread, ClientGone, read_json
 from .generate import Plan, plan_reply
 from .knobs import DEFAULT_KNOBS, LIMIT_KNOBS
 from .knobs import check as check_knobs
-from .models import MODEL_LIST, find_model, model_info
+from .models import ModelSpec, find_model, model_info
+from .models import page as model_page
 from .ratelimit import RateLimiter
 from .tokens import count as count_tokens
 from .validate import API_VERSIONS, APIError, check_count_request, check_messages_request, invalid
@@ -397,6 +398,11 @@ class _Handler(BaseHTTPRequestHandler):
         if expected is not None and key != expected:
             raise APIError(401, "authentication_error", "invalid x-api-key")
 
+    def _betas(self) -> list[str]:
+        """``anthropic-beta``: comma-separated, possibly repeated."""
+        headers = self.headers.get_all("anthropic-beta") or []
+        return [b.strip() for h in headers for b in h.split(",") if b.strip()]
+
     def _api_version(self) -> str:
         version = self.headers.get("anthropic-version")
         if not version:
@@ -447,9 +453,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- /v1/messages -------------------------------------------------------------------------------
     def _h_messages(self, body: Any, version: str, query: dict, fault: faults.Fault | None) -> None:
-        spec = check_messages_request(body, version)
         knobs = self.emulator.knobs
-        plan = plan_reply(body, always_thinks=spec.always_thinks, continue_overlap=knobs["continue_overlap"])
+        spec, plan = _plan(body, version, self._betas(), knobs["continue_overlap"])
+        plan = faults.reshape(plan, fault)
         segs = caching.segments(body)
         total = caching.BASE_OVERHEAD + sum(s.tokens for s in segs)
         if total > spec.context:
@@ -457,7 +463,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._admit(total + plan.output_tokens)
         usage = self.emulator.prompt_cache.account(segs, spec.id, min_tokens=knobs["min_cache_tokens"],
                                                    now=time.monotonic())
-        message = _message(body["model"], plan, usage, content=[b.content() for b in plan.blocks])
+        message = _message(body["model"], plan, usage)
         if body.get("stream"):
             try:
                 _Stream(self, plan, message, fault, knobs).run()
@@ -485,6 +491,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _h_count_tokens(self, body: Any, version: str, query: dict, fault: faults.Fault | None) -> None:
         check_count_request(body, version)
+        structured.check_shape(body, self._betas())
         self._send_json(200, {"input_tokens": caching.total_input(body)})
 
     # -- Message Batches ----------------------------------------------------------------------------
@@ -493,13 +500,11 @@ class _Handler(BaseHTTPRequestHandler):
         return f"http://{host}" if host else self.emulator.url
 
     def _h_batch_create(self, body: Any, version: str, query: dict, fault: faults.Fault | None) -> None:
-        overlap = self.emulator.knobs["continue_overlap"]
+        overlap, betas = self.emulator.knobs["continue_overlap"], self._betas()
 
         def run(params: dict) -> dict:
-            spec = check_messages_request(params, version)
-            plan = plan_reply(params, always_thinks=spec.always_thinks, continue_overlap=overlap)
-            usage = caching.InputUsage(caching.total_input(params))
-            return _message(params["model"], plan, usage, content=[b.content() for b in plan.blocks])
+            _, plan = _plan(params, version, betas, overlap)
+            return _message(params["model"], plan, caching.InputUsage(caching.total_input(params)))
 
         batch = self.emulator.batches.create(body, run, float(self.emulator.knobs["batch_duration"]))
         self._send_json(200, self.emulator.batches.to_object(batch, self._base_url()))
@@ -529,19 +534,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- /v1/models ---------------------------------------------------------------------------------
     def _h_models(self, body: Any, version: str, query: dict, fault: Any) -> None:
-        after, before, limit = _page_args(query)
-        ids = [m.id for m in MODEL_LIST]
-        for name, value in (("after_id", after), ("before_id", before)):
-            if value is not None and value not in ids:
-                raise invalid(f"{name}: no model {value!r}")
-        items = MODEL_LIST
-        if after is not None:
-            items = items[ids.index(after) + 1:]
-        if before is not None:
-            idx = ids.index(before)
-            page, more = items[max(0, idx - limit):idx], idx > limit
-        else:
-            page, more = items[:limit], len(items) > limit
+        try:
+            page, more = model_page(*_page_args(query))
+        except ValueError as exc:
+            raise invalid(str(exc)) from None
         self._send_json(200, _page([model_info(m) for m in page], more))
 
     def _h_model(self, body: Any, version: str, query: dict, fault: Any, model_id: str) -> None:
@@ -567,16 +563,25 @@ def _page(data: list[dict], has_more: bool) -> dict:
             "last_id": data[-1]["id"] if data else None}
 
 
-def _message(model: str, plan: Plan, usage: caching.InputUsage, *, content: list[dict]) -> dict:
+def _plan(body: Any, version: str, betas: list[str], continue_overlap: int) -> tuple[ModelSpec, Plan]:
+    """The model and the reply of a Messages request (or a batch's), after all its checks."""
+    spec = check_messages_request(body, version)
+    fmt = structured.check_request(body, spec, betas)
+    text = structured.answer(body, fmt) if fmt is not None else None
+    plan = plan_reply(body, always_thinks=spec.always_thinks, continue_overlap=continue_overlap, text=text)
+    return spec, plan
+
+
+def _message(model: str, plan: Plan, usage: caching.InputUsage) -> dict:
     return {
         "id": "msg_" + secrets.token_hex(12),
         "type": "message",
         "role": "assistant",
         "model": model,
-        "content": content,
+        "content": [b.content() for b in plan.blocks],
         "stop_reason": plan.stop_reason,
         "stop_sequence": plan.stop_sequence,
-        "stop_details": None,
+        "stop_details": plan.stop_details,
         "container": None,
         "usage": {**usage.to_dict(), "output_tokens": plan.output_tokens, "service_tier": "standard",
                   "inference_geo": "global", "server_tool_use": None},
@@ -613,9 +618,13 @@ class _Stream:
             self.block(index, block)
         if self.fault is not None and self.sent_text == 0:
             self.fire()
+        plan = self.plan
+        delta: dict[str, Any] = {"stop_reason": plan.stop_reason, "stop_sequence": plan.stop_sequence}
+        if plan.stop_details is not None:
+            delta["stop_details"] = plan.stop_details
         self.event("message_delta", {
             "type": "message_delta",
-            "delta": {"stop_reason": self.plan.stop_reason, "stop_sequence": self.plan.stop_sequence},
+            "delta": delta,
             "usage": {"input_tokens": usage["input_tokens"],
                       "cache_creation_input_tokens": usage["cache_creation_input_tokens"],
                       "cache_read_input_tokens": usage["cache_read_input_tokens"],

@@ -1,6 +1,8 @@
 """Input token accounting and prompt caching (api-notes §7).
 
-The prompt is a sequence of segments in the API's prefix order: tools, system blocks, message blocks.
+The prompt is a sequence of segments in the API's prefix order: the system prompt the API injects for
+a structured-output format (:mod:`.structured`: a new format misses the cache), tools, system blocks,
+message blocks.
 A segment with ``cache_control`` (or the last one, for a top-level ``cache_control``) is a breakpoint.
 A breakpoint whose prefix has fewer than ``min_cache_tokens`` tokens is ignored. On a request the
 longest cached prefix is read (looking back up to 20 segments from each breakpoint, as the API does,
@@ -16,7 +18,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from . import tokens
+from . import structured, tokens
 from .generate import content_text
 from .validate import invalid
 
@@ -78,9 +80,11 @@ def _block_tokens(block: dict) -> int:
 
 
 def segments(body: dict) -> list[Segment]:
-    """The prompt's segments in prefix order (tools, system, messages)."""
-    segs = [Segment(_key(["tool", _bare(t)]), tokens.count_json(_bare(t)), _ttl(t))
-            for t in body.get("tools") or [] if isinstance(t, dict)]
+    """The prompt's segments in prefix order (format, tools, system, messages)."""
+    schema = structured.schema_of(body)
+    segs = [Segment(_key(["format", schema]), structured.input_tokens(schema))] if schema is not None else []
+    segs += [Segment(_key(["tool", _bare(t)]), tokens.count_json(_bare(t)), _ttl(t))
+             for t in body.get("tools") or [] if isinstance(t, dict)]
     system = body.get("system")
     if isinstance(system, str) and system:
         segs.append(Segment(_key(["system", system]), tokens.count(system)))

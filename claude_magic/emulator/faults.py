@@ -24,6 +24,15 @@ A spec is one or more parts joined by ``+`` (e.g. ``slow-headers=0.5+429:retry-a
     after N text deltas the emulator raises an exception, as a bug of its own would, and its safety
     net answers it: the stream ends with an ``event: error`` (``api_error``) and a clean end, and the
     connection closes. Non-streaming: HTTP 500 ``api_error``.
+``truncate-json``
+    the answer (a structured output's JSON, or free text) stops at half its tokens with
+    ``stop_reason: "max_tokens"``, so a JSON object or array is never complete; streamed or not, the
+    reply is otherwise well formed, and usage counts the tokens sent. No effect on a reply without text.
+``refusal``
+    HTTP 200 with ``stop_reason: "refusal"``, ``stop_details`` ``{"type": "refusal", "category":
+    "general_harms", "explanation": ...}`` and the short text ``REFUSAL_TEXT`` (not JSON) instead of
+    the answer (a thinking block, if any, stays before it). In a stream ``stop_details`` rides on
+    ``message_delta``.
 ``slow-headers=SECONDS``
     wait before sending the status line (combine it with another part, or use it alone).
 ``x-should-retry=false`` (or ``true``)
@@ -38,6 +47,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from . import tokens
+from .generate import Block, Plan, seeded, split_pieces
 
 ERROR_TYPES = {
     400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
@@ -57,6 +69,10 @@ MESSAGES = {
     529: "Overloaded",
 }
 STREAM_KINDS = ("error-event", "cut", "truncate", "crash")
+PLAN_KINDS = ("truncate-json", "refusal")   # change the reply itself, streamed or not
+REFUSAL_TEXT = "I can't help with that request."
+REFUSAL_DETAILS = {"type": "refusal", "category": "general_harms",
+                   "explanation": "The request was declined under the usage policy (emulated refusal)."}
 SPEND_MESSAGE = ("You have reached your specified workspace API usage limits. You will regain access on "
                  "the first day of next month at 00:00 UTC (emulated fault)")
 
@@ -71,7 +87,7 @@ class EmulatedCrash(RuntimeError):
 
 @dataclass(frozen=True)
 class Fault:
-    kind: str | None = None          # "status", "spend", or one of STREAM_KINDS; None: slow-headers only
+    kind: str | None = None  # "status", "spend", one of STREAM_KINDS or PLAN_KINDS; None: slow-headers only
     status: int | None = None
     after: int = 1
     retry_after: float | None = None
@@ -101,14 +117,15 @@ def _parse_part(part: str, fields: dict, spec: str) -> None:
         return
     if name == "429-spend":
         fields.update(kind="spend", status=429)
-    elif name in STREAM_KINDS:
+    elif name in STREAM_KINDS or name in PLAN_KINDS:
         fields["kind"] = name
     elif name.isdigit() and int(name) in ERROR_TYPES:
         fields.update(kind="status", status=int(name))
     else:
         statuses = ", ".join(map(str, ERROR_TYPES))
         raise FaultSpecError(f"unknown fault {name!r} in {spec!r}: use a status ({statuses}), 429-spend, "
-                             "error-event, cut, truncate, crash, slow-headers=S or x-should-retry=false")
+                             "error-event, cut, truncate, crash, truncate-json, refusal, slow-headers=S or "
+                             "x-should-retry=false")
     for param in filter(None, (p.strip() for p in params.split(","))):
         _apply_param(param, fields, spec)
 
@@ -152,3 +169,22 @@ def error_answer(fault: Fault) -> tuple[int, str, str, dict[str, str], dict | No
     if fault.should_retry:
         headers["x-should-retry"] = fault.should_retry
     return status, ERROR_TYPES[status], message, headers, details
+
+
+def reshape(plan: Plan, fault: Fault | None) -> Plan:
+    """The reply a ``truncate-json`` or ``refusal`` fault makes of ``plan`` (any other: ``plan``)."""
+    kind = fault.kind if fault is not None else None
+    if kind not in PLAN_KINDS:
+        return plan
+    thoughts = [b for b in plan.blocks if b.type == "thinking"]
+    spent = sum(tokens.count(b.text) for b in thoughts)
+    if kind == "refusal":
+        pieces = split_pieces(REFUSAL_TEXT, seeded("refusal"))
+        return Plan([*thoughts, Block("text", pieces)], "refusal", None,
+                    spent + tokens.count(REFUSAL_TEXT), stop_details=dict(REFUSAL_DETAILS))
+    texts = [b for b in plan.blocks if b.type == "text"]
+    if not texts:
+        return plan
+    kept = texts[-1].pieces[: len(texts[-1].pieces) // 2]
+    blocks = [*thoughts, Block("text", kept)] if kept else thoughts
+    return Plan(blocks, "max_tokens", None, max(1, spent + tokens.count("".join(kept))))

@@ -104,6 +104,7 @@ class Plan:
     stop_reason: str
     stop_sequence: str | None
     output_tokens: int
+    stop_details: dict | None = None    # {"type": "refusal", ...} with stop_reason "refusal"
 
 
 # -- conversation text ------------------------------------------------------------------------------
@@ -146,7 +147,9 @@ def conversation(body: dict) -> Conversation:
     return Conversation(str(body.get("model")), system_text(body.get("system")), turns)
 
 
-def _rng(*parts: Any) -> random.Random:
+def seeded(*parts: Any) -> random.Random:
+    """A random generator seeded by a hash of ``parts`` (JSON-serialisable): the same parts, the
+    same sequence, in every process."""
     digest = hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).digest()
     return random.Random(int.from_bytes(digest[:16], "big"))
 
@@ -184,11 +187,13 @@ def special_answer(user_text: str) -> str | None:
         options = [o for o in options if o]
         if options:
             rest = user_text[: match.start()] + user_text[match.end():]
-            return _pick_option(options, rest)
+            return pick_option(options, rest)
     return None
 
 
-def _pick_option(options: list[str], text: str) -> str:
+def pick_option(options: list[str], text: str) -> str:
+    """One of ``options`` for ``text``: by sentiment for sentiment-like labels, else the option the
+    text names, else one picked by a hash of both."""
     words = _WORD.findall(text.lower())
     score = sum(w in POSITIVE_WORDS for w in words) - sum(w in NEGATIVE_WORDS for w in words)
     by_kind = {"pos": POSITIVE_LABELS, "neg": NEGATIVE_LABELS, "neu": NEUTRAL_LABELS}
@@ -202,7 +207,7 @@ def _pick_option(options: list[str], text: str) -> str:
     for option in options:
         if re.search(r"\b" + re.escape(option.lower()) + r"\b", lowered):
             return option
-    return options[_rng("option", options, text).randrange(len(options))]
+    return options[seeded("option", options, text).randrange(len(options))]
 
 
 def full_answer(model: str, system: str, turns: list[tuple[str, str]]) -> str:
@@ -211,7 +216,7 @@ def full_answer(model: str, system: str, turns: list[tuple[str, str]]) -> str:
     special = special_answer(last_user)
     if special is not None:
         return special
-    rng = _rng("answer", model, system, turns)
+    rng = seeded("answer", model, system, turns)
     return compose(rng, rng.randint(20, 120))
 
 
@@ -223,7 +228,7 @@ def answer(conv: Conversation, continue_overlap: int) -> str:
         whole = full_answer(conv.model, conv.system, turns[:-1])
         if whole.startswith(prefill):
             return whole[len(prefill):]
-        rng = _rng("prefill", conv.model, conv.system, turns)
+        rng = seeded("prefill", conv.model, conv.system, turns)
         return compose(rng, rng.randint(20, 120))
     if (len(turns) >= 3 and turns[-2][0] == "assistant" and turns[-3][0] == "user"
             and _CONTINUE.search(turns[-1][1])):
@@ -247,7 +252,7 @@ def overlap_start(text: str, end: int, overlap: int) -> int:
 
 
 def thinking_text(conv: Conversation) -> str:
-    rng = _rng("thinking", conv.model, conv.system, conv.turns)
+    rng = seeded("thinking", conv.model, conv.system, conv.turns)
     return "Let me think. " + compose(rng, rng.randint(10, 30), words=THINK_WORDS, mixed=False)
 
 
@@ -324,11 +329,15 @@ def thinks(body: dict, always: bool) -> bool:
     return always or kind in ("enabled", "adaptive")
 
 
-def plan_reply(body: dict, *, always_thinks: bool, continue_overlap: int, request_id: str = "") -> Plan:
-    """The blocks, stop reason and output tokens of a validated Messages request."""
+def plan_reply(body: dict, *, always_thinks: bool, continue_overlap: int, text: str | None = None) -> Plan:
+    """The blocks, stop reason and output tokens of a validated Messages request.
+
+    ``text``: the answer to give instead of the free-text one (a structured output's JSON); it is
+    cut by ``max_tokens`` and ``stop_sequences`` like any answer.
+    """
     conv = conversation(body)
     max_tokens = int(body["max_tokens"])
-    rng = _rng("deltas", conv.model, conv.system, conv.turns, max_tokens)
+    rng = seeded("deltas", conv.model, conv.system, conv.turns, max_tokens)
     blocks: list[Block] = []
     budget = max_tokens
     if thinks(body, always_thinks) and budget > 0:
@@ -341,14 +350,16 @@ def plan_reply(body: dict, *, always_thinks: bool, continue_overlap: int, reques
             return Plan(blocks, "max_tokens", None, max_tokens)
     tool = pick_tool(body, conv)
     if tool is not None and budget > 0:
-        args = tool_input(tool.get("input_schema"), _rng("tool", conv.model, conv.turns, tool["name"]))
+        args = tool_input(tool.get("input_schema"), seeded("tool", conv.model, conv.turns, tool["name"]))
         call = {"id": "toolu_" + hashlib.sha256(repr((conv.turns, tool["name"])).encode()).hexdigest()[:24],
                 "name": tool["name"], "input": args}
         raw = json.dumps(args, ensure_ascii=False)
         pieces = [""] + [raw[i:i + 7] for i in range(0, len(raw), 7)]  # splits mid-token on purpose
         blocks.append(Block("tool_use", pieces, tool=call))
         return Plan(blocks, "tool_use", None, max_tokens - budget + tokens.count(raw))
-    return _text_plan(blocks, answer(conv, continue_overlap), body, budget, max_tokens, rng)
+    if text is None:
+        text = answer(conv, continue_overlap)
+    return _text_plan(blocks, text, body, budget, max_tokens, rng)
 
 
 def _text_plan(blocks: list[Block], text: str, body: dict, budget: int, max_tokens: int,

@@ -1,4 +1,15 @@
-"""The models the emulator knows (api-notes §9) and their per-model rules (§1, §8)."""
+"""The models the emulator knows and their per-model rules.
+
+``capabilities`` in GET /v1/models describe what the emulator accepts from each model: thinking types
+from the flags below, structured outputs from ``structured_outputs``; the API's other capabilities
+(batch, citations, images, PDFs, effort levels, server tools, context management) are accepted from
+every model, so they read ``supported: true``.
+
+Structured outputs follow the docs' model list (Fable 5/5.1, Mythos 5/5.1/Preview, Opus 4.5-4.8, 5
+and 5.5, Sonnet 4.5, 4.6 and 5, Haiku 4.5). That list was written before Haiku 5.5, Fable 5.2 and
+Mythos 5.2 were released, so those are taken to support them as their predecessors do; Sonnet 5.5 was
+out and is not on it, nor are Sonnet 4 and Opus 4: those three answer a format with 400.
+"""
 
 from __future__ import annotations
 
@@ -18,10 +29,12 @@ class ModelSpec:
     refuses_forced_tools: bool = False   # tool_choice any/tool -> 400
     refuses_manual_thinking: bool = False  # thinking.type "enabled" -> 400 (Sonnet 5+)
     strict_sampling: bool = False   # non-default temperature/top_p/top_k -> 400 even under 2023-06-01
+    structured_outputs: bool = True  # output_config.format (JSON outputs) is accepted
     lifecycle: str = "active"
     aliases: tuple[str, ...] = ()
 
 
+EFFORT_LEVELS = ("low", "medium", "high", "xhigh", "max")
 _K = 1000
 _M = 1_000_000
 
@@ -32,7 +45,8 @@ _SPECS = [
     ModelSpec("claude-opus-5-5", "Claude Opus 5.5", "opus", _M, 128 * _K, "2026-09-22T00:00:00Z",
               always_thinks=True, refuses_forced_tools=True),
     ModelSpec("claude-sonnet-5-5", "Claude Sonnet 5.5", "sonnet", _M, 128 * _K, "2026-09-15T00:00:00Z",
-              refuses_forced_tools=True, refuses_manual_thinking=True, strict_sampling=True),
+              refuses_forced_tools=True, refuses_manual_thinking=True, strict_sampling=True,
+              structured_outputs=False),
     ModelSpec("claude-fable-5-1", "Claude Fable 5.1", "fable", _M, 128 * _K, "2026-09-01T00:00:00Z",
               always_thinks=True, refuses_forced_tools=True),
     ModelSpec("claude-mythos-5-2", "Claude Mythos 5.2", "mythos", _M, 128 * _K, "2026-11-09T00:00:00Z"),
@@ -54,11 +68,11 @@ _SPECS = [
     ModelSpec("claude-sonnet-4-5-20250929", "Claude Sonnet 4.5", "sonnet", 200 * _K, 64 * _K,
               "2025-09-29T00:00:00Z", accepts_prefill=True, aliases=("claude-sonnet-4-5",)),
     ModelSpec("claude-sonnet-4-20250514", "Claude Sonnet 4", "sonnet", 200 * _K, 64 * _K,
-              "2025-05-22T00:00:00Z", accepts_prefill=True, lifecycle="deprecated",
-              aliases=("claude-sonnet-4-0",)),
+              "2025-05-22T00:00:00Z", accepts_prefill=True, structured_outputs=False,
+              lifecycle="deprecated", aliases=("claude-sonnet-4-0",)),
     ModelSpec("claude-opus-4-20250514", "Claude Opus 4", "opus", 200 * _K, 32 * _K,
-              "2025-05-22T00:00:00Z", accepts_prefill=True, lifecycle="deprecated",
-              aliases=("claude-opus-4-0",)),
+              "2025-05-22T00:00:00Z", accepts_prefill=True, structured_outputs=False,
+              lifecycle="deprecated", aliases=("claude-opus-4-0",)),
 ]
 
 MODELS: dict[str, ModelSpec] = {}
@@ -89,5 +103,43 @@ def model_info(spec: ModelSpec) -> dict:
         "retires_at": None,
         "max_input_tokens": spec.context,
         "max_tokens": spec.max_output,
-        "capabilities": None,
+        "capabilities": capabilities(spec),
     }
+
+
+def _yes(supported: bool = True) -> dict:
+    return {"supported": supported}
+
+
+def capabilities(spec: ModelSpec) -> dict:
+    """The ModelCapabilities object (every key present, as the API sends it)."""
+    return {
+        "batch": _yes(),
+        "citations": _yes(),
+        "code_execution": _yes(),
+        "context_management": {"supported": True, "clear_thinking_20251015": _yes(),
+                               "clear_tool_uses_20250919": _yes(), "compact_20260112": _yes()},
+        "effort": {"supported": True, **{level: _yes() for level in EFFORT_LEVELS}},
+        "image_input": _yes(),
+        "pdf_input": _yes(),
+        "server_tools": {"supported": True, "code_execution": _yes(), "web_search": _yes()},
+        "structured_outputs": _yes(spec.structured_outputs),
+        "thinking": {"supported": True, "types": {
+            "adaptive": _yes(), "between_tools": _yes(False), "disabled": _yes(not spec.always_thinks),
+            "enabled": _yes(not spec.refuses_manual_thinking)}},
+    }
+
+
+def page(after_id: str | None, before_id: str | None, limit: int) -> tuple[list[ModelSpec], bool]:
+    """One page of GET /v1/models (newest first) and whether more follow; ValueError names a bad ID."""
+    ids = [m.id for m in MODEL_LIST]
+    for name, value in (("after_id", after_id), ("before_id", before_id)):
+        if value is not None and value not in ids:
+            raise ValueError(f"{name}: no model {value!r}")
+    items = MODEL_LIST
+    if after_id is not None:
+        items = items[ids.index(after_id) + 1:]
+    if before_id is not None:
+        idx = ids.index(before_id)
+        return items[max(0, idx - limit):idx], idx > limit
+    return items[:limit], len(items) > limit
