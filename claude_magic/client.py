@@ -40,8 +40,9 @@ from ._call import CONTINUE_PROMPT, GRACE, MAX_RESUMES, Call, read_timeout
 from ._driver import Driver
 from ._loop import LoopThread, route
 from ._scheduler import Priority, Scheduler, Ticket, bucket_of, resolve
+from ._typed import check_supported, schema_of, typed_reply, with_format
 from .cache import ResponseCache, append_to_cassette
-from .errors import CacheMiss, ConfigError, MissingAPIKey
+from .errors import CacheMiss, ClaudeError, ConfigError, MissingAPIKey
 from .reply import Reply, Usage
 from .retry import RetryPolicy
 
@@ -140,6 +141,7 @@ class Client:
         self.history: list[Reply] = []
         self.last_reply: Reply | None = None
         self._replayed: set[str] = set()
+        self._capabilities: dict[str, dict[str, Any] | None] = {}  # model -> what the models endpoint said
         self.closed = False
 
     def _set_base_url(self, raw: str) -> None:
@@ -339,6 +341,7 @@ class Client:
         on_thinking: Callable[[str], Any] | None = None,
         priority: str | None = None,
         job: str | None = None,
+        schema: Any = None,
         **options: Any,
     ) -> Reply:
         """Ask Claude; return the whole ``Reply``.
@@ -352,23 +355,31 @@ class Client:
         asks again and overwrites the cached answer. ``priority``: ``"interactive"`` (the default:
         admitted ahead of batch work) or ``"batch"``; ``job``: the id of the batch job it belongs to
         (see ``claude_magic._scheduler``). Time spent waiting for admission is not part of ``max_wait``.
+        ``schema``: a typed answer (a pydantic model, a Python type, a JSON schema dict or an inline
+        spec, see ``claude_magic.schema``), sent as ``output_config.format``; ``reply.parsed`` holds
+        the validated value, and an unusable answer (truncated, refused, not matching) raises
+        ``AnswerInvalid`` (``.raw``, ``.reply``).
         """
+        typed = schema_of(schema)
         prep = self._prepare(
             prompt_or_messages,
             stream=stream,
             cache=cache,
             refresh=refresh,
             extra_headers=extra_headers,
-            **options,
+            **with_format(options, typed),
         )
         if (hit := self._cached(prep)) is not None:
             if on_text is not None:
                 on_text(hit.text)
-            return hit
+            return typed_reply(hit, typed)
         headers = self._headers(prep.headers)
+        if typed is not None:
+            self.run(self._check_typed(prep.body["model"]))
         admission = resolve(priority, job)
-        return self._bridge.call(lambda emit: self._call(prep, headers, emit, admission=admission),
-                                 route(on_text, on_thinking))
+        reply = self._bridge.call(lambda emit: self._call(prep, headers, emit, admission=admission),
+                                  route(on_text, on_thinking))
+        return typed_reply(reply, typed)
 
     async def acomplete(
         self,
@@ -383,6 +394,7 @@ class Client:
         on_sent: Callable[[float], Any] | None = None,
         priority: str | None = None,
         job: str | None = None,
+        schema: Any = None,
         **options: Any,
     ) -> Reply:
         """``complete`` for async code, from any event loop (Jupyter's, or the client's own).
@@ -390,22 +402,26 @@ class Client:
         ``on_sent(t)``: called on the client's loop with ``time.monotonic()`` each time an
         attempt's request has left whole (what a rate-limit reading can be dated by).
         """
+        typed = schema_of(schema)
         prep = self._prepare(
             prompt_or_messages,
             stream=stream,
             cache=cache,
             refresh=refresh,
             extra_headers=extra_headers,
-            **options,
+            **with_format(options, typed),
         )
         if (hit := self._cached(prep)) is not None:
             if on_text is not None:
                 on_text(hit.text)
-            return hit
+            return typed_reply(hit, typed)
         headers = self._headers(prep.headers)
+        if typed is not None:
+            await self._bridge.on_loop(lambda _: self._check_typed(prep.body["model"]))
         admission = resolve(priority, job)
-        return await self._bridge.on_loop(lambda emit: self._call(prep, headers, emit, on_sent, admission),
-                                          route(on_text, on_thinking))
+        reply = await self._bridge.on_loop(lambda emit: self._call(prep, headers, emit, on_sent, admission),
+                                           route(on_text, on_thinking))
+        return typed_reply(reply, typed)
 
     async def _call(
         self, prep: _Prepared, headers: dict[str, str], emit: Callable[[str], Any] | None,
@@ -507,6 +523,17 @@ class Client:
                 self.scheduler.done(ticket, None, error, self.ratelimit if error is None else None)
 
         return await self._bridge.on_loop(lambda _: exchange())
+
+    async def _check_typed(self, model: str) -> None:
+        """Refuse a typed answer from a model the models endpoint says cannot give one (asked once
+        per model; an endpoint that does not answer says nothing, and the API decides)."""
+        if model not in self._capabilities:
+            try:
+                info = await self._json("GET", f"/v1/models/{model}", bucket="models")
+            except ClaudeError:
+                info = None
+            self._capabilities[model] = info.get("capabilities") if isinstance(info, dict) else None
+        check_supported(model, self._capabilities[model])
 
     async def acount_tokens(
         self, prompt_or_messages: Any, *, model: str | None = None, **options: Any

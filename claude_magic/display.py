@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Backend", "FinalBackend", "HandleBackend", "Rendered", "StreamView", "TextBackend", "WidgetBackend",
-    "close_fences", "detect_mode", "footer", "render_final", "usage_table",
+    "close_fences", "detect_mode", "footer", "render_final", "typed_markdown", "usage_table",
 ]
 
 MODES = ("widget", "handle", "text", "final")
@@ -179,6 +179,28 @@ class StreamView:
         self.rendered = render_final(body, "", incomplete=reason, notes=self.notes)
         self.backend.final(self.rendered)
         return self.rendered
+
+
+def typed_markdown(value: Any) -> str:
+    """A typed answer as a small Markdown table (field | value) rather than a wall of JSON: an object's
+    fields (a pydantic model's or a dict's), one row per item of a list, or the value itself."""
+    if hasattr(value, "model_dump"):
+        value = value.model_dump(mode="json")
+    if isinstance(value, dict) and value:
+        rows = [f"| {_cell(k)} | {_cell(v)} |" for k, v in value.items()]
+        return "\n".join(["| field | value |", "|---|---|", *rows])
+    if isinstance(value, list) and value:
+        return "\n".join(f"- {_cell(v)}" for v in value)
+    return f"`{_cell(value)}`"
+
+
+def _cell(value: Any) -> str:
+    import json
+
+    if hasattr(value, "model_dump"):
+        value = value.model_dump(mode="json")
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def footer(reply: Reply) -> str:

@@ -198,6 +198,7 @@ class AnswerInvalid(ClaudeError):
 
     def __init__(self, message: str, *, raw: str = "") -> None:
         self.raw = scrub(raw)
+        self.reply: Any = None  # the Reply it came in, when a client call got one
         super().__init__(message)
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -34,7 +34,7 @@ from traitlets import Bool, Enum, Float, Int, Unicode, observe, validate
 
 from ._boundary import MagicError, show_markdown, split_args
 from ._session import CLIENT_SETTINGS, Session
-from .errors import ClaudeError
+from .errors import AnswerInvalid, ClaudeError
 
 if TYPE_CHECKING:
     from .cache import ResponseCache
@@ -83,6 +83,13 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
     return value
+
+
+def _unquote_spec(spec: str) -> str:
+    """An inline spec typed in quotes arrives with them when it holds no space (shlex keeps them)."""
+    if len(spec) >= 2 and spec[0] == spec[-1] and spec[0] in "\"'":
+        return spec[1:-1]
+    return spec
 
 
 def _unescape(text: str) -> str:
@@ -275,7 +282,11 @@ class ClaudeMagics(Magics):
     @argument("--stop", action="append", metavar="TEXT", help="stop sequence (repeatable; \\n is a newline)")
     @argument("--effort", choices=EFFORTS, help="how much effort the model spends")
     @argument("--thinking", action="store_true", help="show the model's thinking (collapsed)")
-    @argument("-o", "--out", metavar="VAR", help="store the answer's text in the variable VAR")
+    @argument("-o", "--out", metavar="VAR",
+              help="store the answer's text in the variable VAR (with --schema: the validated object)")
+    @argument("--schema", metavar="SPEC", help="a typed answer: a pydantic model or type in the namespace "
+              "(Product, list[str]), a dict holding a JSON schema, or an inline spec in quotes "
+              "(\"name: str, price: float, currency: str?, label: a|b\")")
     @argument("--no-cache", action="store_true", help="neither read nor write the response cache")
     @argument("--refresh", action="store_true", help="ask again and overwrite the cached answer")
     @argument("--no-stream", action="store_true", help="wait for the whole answer instead of streaming")
@@ -305,6 +316,8 @@ class ClaudeMagics(Magics):
             options["stop_sequences"] = [_unescape(s) for s in args.stop]
         if args.thinking:
             options["thinking"] = "summarized"
+        if args.schema is not None:
+            options["schema"] = self._schema(args.schema)
         plan = None
         if args.chat is not None:
             conversation = self.session.chats.get(args.chat)
@@ -317,7 +330,16 @@ class ClaudeMagics(Magics):
         reply = self._ask(view, plan.messages if plan else prompt, args, options)
         if plan is not None:
             self.session.chats.get(args.chat).commit(plan, reply.text)
-        self._remember(reply, args.out)
+        self._remember(reply, args.out, typed="schema" in options)
+
+    def _schema(self, spec: str) -> Any:
+        """``--schema SPEC``: names in it are the namespace's (a pydantic model, a dict, a type)."""
+        from .schema import Schema
+
+        try:
+            return Schema.of(_unquote_spec(spec), self.shell.user_ns if self.shell is not None else {})
+        except ClaudeError as exc:
+            raise MagicError(f"--schema {spec}: {exc}") from None
 
     def _check_out(self, name: str) -> None:
         """``-o NAME`` may bind a new name or replace text; never a frame, a module or a function."""
@@ -367,6 +389,11 @@ class ClaudeMagics(Magics):
             self._leave(view, "interrupted")
             self._keep_partial(view.text, "interrupted", args.out, options)
             raise
+        except AnswerInvalid as exc:  # the answer came, whole, but is not the typed value asked for
+            self._leave(view, str(exc), exc.raw)
+            if exc.reply is not None:
+                self._remember(exc.reply, None)  # _claude.text holds the raw answer, -o is left alone
+            raise MagicError.of(exc) from None
         except ClaudeError as exc:
             self._leave(view, str(exc), getattr(exc, "partial", None))
             partial = getattr(exc, "partial", None) or view.text
@@ -375,7 +402,14 @@ class ClaudeMagics(Magics):
         except BaseException as exc:
             self._leave(view, f"{type(exc).__name__}: {exc}")
             raise
-        view.finish(reply)
+        if "schema" in options:
+            from dataclasses import replace
+
+            from .display import typed_markdown
+
+            view.finish(replace(reply, text=typed_markdown(reply.parsed)))  # a small table, not JSON
+        else:
+            view.finish(reply)
         return reply
 
     def _keep_partial(self, text: str, reason: str, out: str | None, options: dict[str, Any]) -> None:
@@ -400,12 +434,12 @@ class ClaudeMagics(Magics):
         else:
             view.discard()
 
-    def _remember(self, reply: Reply, out: str | None) -> None:
+    def _remember(self, reply: Reply, out: str | None, typed: bool = False) -> None:
         ClaudeMagics.last_reply = reply
         if self.shell is not None:
             self.shell.user_ns["_claude"] = reply
             if out:
-                self.shell.user_ns[out] = reply.text
+                self.shell.user_ns[out] = reply.parsed if typed else reply.text
 
     # -- %claude_chat --------------------------------------------------------------------------------
 

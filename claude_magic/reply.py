@@ -74,7 +74,8 @@ class Reply:
     answer (header names without the prefix, plus ``at``: ``time.monotonic()`` at receipt), or
     None; ``sent_at`` the ``time.monotonic()`` when the (last) request had left whole, or None
     where the transport does not say; ``attempts`` the requests sent (0 for a cache hit);
-    ``queued`` the seconds it waited for the scheduler to admit it (not part of ``latency``).
+    ``queued`` the seconds it waited for the scheduler to admit it (not part of ``latency``);
+    ``parsed`` the validated value of a typed answer (``schema=``), else None.
     """
 
     text: str
@@ -98,6 +99,7 @@ class Reply:
     sent_at: float | None = _per_call(None)
     attempts: int = _per_call(0)
     queued: float = _per_call(0.0)
+    parsed: Any = _per_call(None)
 
     @property
     def thinking(self) -> str:

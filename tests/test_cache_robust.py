@@ -97,7 +97,7 @@ def test_every_reply_field_has_a_check() -> None:
     from claude_magic import reply
 
     # every field the cache stores; the per-call ones (about the request, not the answer) it does not
-    assert set(reply._PER_CALL) == {"ratelimit", "sent_at", "attempts", "queued"}
+    assert set(reply._PER_CALL) == {"ratelimit", "sent_at", "attempts", "queued", "parsed"}
     assert set(reply._CHECKS) == {f for f in Reply.__dataclass_fields__} - set(reply._PER_CALL)
 
 
