@@ -345,8 +345,9 @@ def test_skipped_rows_are_not_sent_and_their_reasons_are_reported(emu: Emulator,
 
 def test_a_row_utf8_cannot_encode_is_that_rows_error_and_the_others_run(emu: Emulator,
                                                                         client: Client) -> None:
-    # what read_csv(encoding_errors="surrogateescape") makes of a byte that is not UTF-8
-    df = pd.DataFrame({"text": ["fine", "bad \udcff text", "also fine"]})
+    # what read_csv(encoding_errors="surrogateescape") makes of a byte that is not UTF-8 (an object
+    # column: pandas' Arrow-backed strings, its default where pyarrow is installed, cannot hold one)
+    df = pd.DataFrame({"text": pd.Series(["fine", "bad \udcff text", "also fine"], dtype=object)})
     result = run_batch("T: {text}", df, client=client, model=MODEL)
     assert result.series.notna().tolist() == [True, False, True]
     assert len(posts(emu)) == 2 and result.aborted is None

@@ -306,6 +306,9 @@ def test_a_new_column_is_missing_where_nothing_was_answered_and_other_rows_keep_
 
 def test_a_row_utf8_cannot_encode_fails_alone(ip: Any, claude_emulator: Any,
                                               capsys: pytest.CaptureFixture[str]) -> None:
+    # what read_csv(encoding_errors="surrogateescape") makes of a byte that is not UTF-8 (an object
+    # column: pandas' Arrow-backed strings cannot hold a lone surrogate)
+    ip.user_ns["df"]["review"] = ip.user_ns["df"]["review"].astype(object)
     ip.user_ns["df"].loc[8, "review"] = "bad \udcff text"
     run(ip, '%claude_batch df "Q {review}" -o out')
     assert prompts(claude_emulator) == ["Q great"]
