@@ -165,7 +165,7 @@ def _finish(plan: PromptPlan, state: _State, opts: _Options, started: float,
     texts[:n] = state.texts
     texts[n] = _MISSING_TEXT
     values = texts[plan.codes]  # code -1 picks the trailing empty slot
-    series = pd.Series(values, index=plan.index, dtype=pd.StringDtype())
+    series = plan.answers(values)  # in the source's library: what DEST and map_prompts give back
     errors = _errors_table(plan, state)
     done_or_failed = np.zeros(n + 1, dtype=bool)
     for uid, text in enumerate(state.texts):
@@ -354,16 +354,22 @@ def map_prompts(
     refresh: bool = False,
     progress: Callable[[Progress], Any] | None = None,
     **options: Any,
-) -> pd.Series:
-    """Ask Claude ``template`` for every row of ``data``; return the answers as a Series.
+) -> Any:
+    """Ask Claude ``template`` for every row of ``data``; return the answers as a series of the
+    source's library, one per row, missing where a row was skipped, failed or not run.
 
-    The Series is aligned to ``data``'s index (dtype ``string``; ``pd.NA`` where a row was
-    skipped, failed or not run) and ``series.attrs["claude"]`` holds the summary as a dict.
-    For the errors table, the dry-run estimate or the rows a budget left, call
-    :func:`run_batch` (same arguments), which returns the whole :class:`BatchResult`.
-    An error every row would share (bad key, unknown model) is raised after the run stops.
+    ``data``: a DataFrame (placeholders name any of its columns), a Series or a list (``{value}``),
+    of pandas, polars (a LazyFrame is collected, with a warning) or pyarrow (Table, ChunkedArray,
+    Array). The answers: a pandas Series (dtype ``string``, ``pd.NA`` where missing) aligned to
+    the index for pandas and lists, with the summary as a dict in ``series.attrs["claude"]``; a
+    polars Series (``String``, null where missing) for polars; a ``pyarrow.ChunkedArray`` for
+    Arrow, in row order. For the errors table, the dry-run estimate, the rows a budget left or
+    (outside pandas) the summary, call :func:`run_batch` (same arguments), which returns the whole
+    :class:`BatchResult`. An error every row would share (bad key, unknown model) is raised after
+    the run stops.
 
-    >>> df["label"] = map_prompts("Sentiment of: {review}. One word.", df, model="claude-haiku-5-5")
+    >>> df["label"] = map_prompts("Sentiment of {review} ({lang}). One word.", df, model="claude-haiku-5-5")
+    >>> pldf = pldf.with_columns(label=map_prompts("Sentiment of: {review}", pldf))
     """
     result: BatchResult = run_batch(
         template, data, client=client, model=model, max_tokens=max_tokens, system=system,
@@ -371,6 +377,6 @@ def map_prompts(
         refresh=refresh, progress=progress, **options)
     if result.aborted is not None:
         raise result.aborted
-    result.series.attrs["claude"] = result.summary.to_dict()
+    if isinstance(result.series, pd.Series):  # polars and Arrow series carry no metadata
+        result.series.attrs["claude"] = result.summary.to_dict()
     return result.series
-

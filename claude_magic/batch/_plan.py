@@ -1,14 +1,17 @@
 """Rendering: a template over the rows of a table -> its distinct prompts and a code per row.
 
+The rows come from :func:`claude_magic.frames.read`: a DataFrame or Series of pandas, polars or
+Arrow, a list, or one column of a frame with its sibling columns (what ``%claude_batch df.text``
+reads), so a template over a column may name the other columns of its row.
 Placeholders follow :mod:`claude_magic.interpolate`. Rows are factorised over the columns the
 template uses, so only distinct value combinations are rendered (linear in the rows). A row whose
-used column is missing (NaN/None) or a string of whitespace only is skipped: sent, it would be a
-prompt without its subject, or one the API refuses.
+used column is missing (NaN/None/null) or a string of whitespace only is skipped: sent, it would be
+a prompt without its subject, or one the API refuses.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError
+from ..frames import Table, read
 from ..interpolate import interpolate, placeholders
 
 
@@ -27,6 +31,8 @@ class PromptPlan:
     because a used column is missing or empty there. ``skipped`` holds the positions of those
     rows and ``empty``, aligned to it, whether the row was skipped for an empty value (a string
     of whitespace only) rather than a missing one (a row with both counts as missing).
+    ``index``: the rows' labels (pandas' index; positions for polars, Arrow and lists) ·
+    ``table``: the source read, which makes the answers in its own library (:meth:`answers`).
     """
 
     index: pd.Index
@@ -35,6 +41,7 @@ class PromptPlan:
     columns: list[str]
     skipped: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     empty: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=bool))
+    table: Table | None = None
 
     @property
     def rows(self) -> int:
@@ -49,19 +56,11 @@ class PromptPlan:
         valid = self.codes[self.codes >= 0]
         return np.bincount(valid, minlength=len(self.prompts)).astype(np.int64)
 
-
-def _as_frame(data: Any) -> tuple[pd.DataFrame, dict[str, str]]:
-    """``data`` as a DataFrame plus placeholder aliases ({value} and a Series' name)."""
-    if isinstance(data, pd.DataFrame):
-        return data, {}
-    if isinstance(data, pd.Series):
-        name = data.name if isinstance(data.name, str) and data.name.isidentifier() else None
-        frame = data.to_frame(name="value")
-        return frame, ({name: "value"} if name and name != "value" else {})
-    if isinstance(data, (str, bytes)) or not isinstance(data, Iterable):
-        raise ConfigError(f"data must be a DataFrame, a Series or a list of strings, "
-                          f"got {type(data).__name__}")
-    return pd.DataFrame({"value": pd.Series(list(data), dtype=object)}), {}
+    def answers(self, values: np.ndarray) -> Any:
+        """One answer per row (text or None) as the source library's series (pandas for a list)."""
+        if self.table is None:
+            return pd.Series(values, index=self.index, dtype=pd.StringDtype())
+        return self.table.answers(values)
 
 
 def _first_name(expr: str) -> str:
@@ -71,23 +70,36 @@ def _first_name(expr: str) -> str:
     return expr[:end]
 
 
-def _template_columns(template: str, frame: pd.DataFrame, aliases: Mapping[str, str]) -> list[str]:
+def _template_columns(template: str, table: Table) -> list[str]:
     """The columns the template uses (ConfigError for a name that is not one)."""
     if not isinstance(template, str) or not template.strip():
         raise ConfigError("the template is empty: write the prompt with {column} placeholders")
     columns: list[str] = []
     for expr in placeholders(template):
         name = _first_name(expr)
-        column = aliases.get(name, name)
-        if column not in frame.columns:
-            have = ", ".join(map(str, list(frame.columns)[:30])) + (" …" if len(frame.columns) > 30 else "")
-            if set(frame.columns) == {"value"}:
-                have = "value" + "".join(f" (or {a})" for a in aliases)
-            raise ConfigError(f"template placeholder {{{expr}}} names no column; the data has: {have} "
+        column = table.aliases.get(name, name)
+        if column not in table.names:
+            raise ConfigError(f"template placeholder {{{expr}}} names no column; the data has: "
+                              f"{_what_the_data_has(table)}{_no_siblings(table, name)} "
                               f"(write {{{{{expr}}}}} for a literal brace)")
         if column not in columns:
             columns.append(column)
     return columns
+
+
+def _what_the_data_has(table: Table) -> str:
+    if table.single:
+        return "value" + "".join(f" (or {a})" for a in table.aliases)
+    names = table.names
+    have = ", ".join(map(str, names[:30])) + (" …" if len(names) > 30 else "")
+    return have + "".join(f" ({{{alias}}} is {column})" for alias, column in table.aliases.items())
+
+
+def _no_siblings(table: Table, name: str) -> str:
+    """For a Series or list, why a column of its frame is not there, and what to pass instead."""
+    if not table.single:
+        return ""
+    return f"; a Series or list alone has no sibling columns: pass the DataFrame to use {{{name}}}"
 
 
 def _factorize(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -116,17 +128,17 @@ def _is_missing(value: Any) -> bool:
         return False
 
 
-def _group_codes(frame: pd.DataFrame, columns: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One code per distinct combination of ``columns`` (-1 where any is missing or blank), the
-    position of the first row of each code, and where a row is blank but not missing."""
-    n = len(frame)
+def _group_codes(cells: Mapping[str, pd.Series], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One code per distinct combination of the columns' ``cells`` (-1 where any is missing or
+    blank), the position of the first row of each code, and where a row is blank but not missing."""
+    columns = list(cells)
     if not columns:
         return np.zeros(n, dtype=np.int64), np.zeros(1 if n else 0, dtype=np.int64), np.zeros(n, dtype=bool)
     codes = np.zeros(n, dtype=np.int64)
     missing = np.zeros(n, dtype=bool)
     blank = np.zeros(n, dtype=bool)
     for column in columns:
-        c, b = _factorize(frame[column])
+        c, b = _factorize(cells[column])
         missing |= c < 0
         blank |= b
         # combine pairwise and re-factorise so the numbers stay small whatever the column count
@@ -181,19 +193,24 @@ def _unused_char(template: str) -> str | None:
 
 
 def plan_prompts(template: str, data: Any) -> PromptPlan:
-    """Render ``template`` over ``data`` into unique prompts (see the module doc); sends nothing."""
-    frame, aliases = _as_frame(data)
-    columns = _template_columns(template, frame, aliases)
-    groups, first_rows, blank = _group_codes(frame, columns)
-    render = _renderer(template, aliases)
-    sub = frame[columns] if columns else None
+    """Render ``template`` over ``data`` into unique prompts (see the module doc); sends nothing.
+
+    ``data``: a DataFrame (placeholders name its columns), a Series, an Arrow array or a list
+    (``{value}``, or the Series' name), of pandas, polars or pyarrow; a LazyFrame is collected,
+    with a warning. ConfigError for another type, or a placeholder that names no column.
+    """
+    table = read(data)
+    columns = _template_columns(template, table)
+    cells = {column: table.cells(column) for column in columns}
+    n = len(table.index)
+    groups, first_rows, blank = _group_codes(cells, n)
+    render = _renderer(template, table.aliases)
     prompt_ids: dict[str, int] = {}
     group_to_prompt = np.empty(len(first_rows), dtype=np.int64)
     for g, pos in enumerate(first_rows):
-        row = {c: sub.iat[int(pos), i] for i, c in enumerate(columns)} if sub is not None else {}
-        prompt = render(row)
+        prompt = render({c: values.iat[int(pos)] for c, values in cells.items()})
         group_to_prompt[g] = prompt_ids.setdefault(prompt, len(prompt_ids))
     codes = np.where(groups >= 0, group_to_prompt[np.maximum(groups, 0)] if len(first_rows) else -1, -1)
     skipped = np.flatnonzero(groups < 0)
-    return PromptPlan(index=frame.index, codes=codes.astype(np.int64), prompts=list(prompt_ids),
-                      columns=columns, skipped=skipped, empty=blank[skipped])
+    return PromptPlan(index=table.index, codes=codes.astype(np.int64), prompts=list(prompt_ids),
+                      columns=columns, skipped=skipped, empty=blank[skipped], table=table)
