@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
@@ -24,7 +25,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_exp
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from ._boundary import MagicError
-from .errors import ClaudeError
+from .errors import ClaudeError, ConfigError
 
 if TYPE_CHECKING:
     from ._session import Session
@@ -264,59 +265,89 @@ def _deliver(result: BatchResult, write: Any, ns: dict[str, Any], view: Progress
 
 
 def resolve_source(source: str, ns: dict[str, Any], shell: Any = None) -> Any:
-    """The rows SOURCE names: a DataFrame, a Series or a list (UsageError otherwise)."""
-    import pandas as pd
-
+    """The rows SOURCE names: a DataFrame, a Series or a list (pandas, polars or Arrow), or for
+    ``df.col`` / ``df["col"]`` that column of the frame with its other columns beside it (a
+    :class:`~claude_magic.frames.ColumnOf`), so the template may name them too. A LazyFrame is
+    collected, with a one-line note. MagicError for anything else."""
     m = _REF.match(source)
     if m and m["name"] not in ns:
         raise MagicError(f"SOURCE {source}: {m['name']!r} is not defined")
-    if m:
+    try:
+        if not m:
+            return _check_rows(source, _evaluate(source, ns, shell))
         value = ns[m["name"]]
         column = m["attr"] if m["attr"] is not None else m["key"]
         if column is not None:
-            if isinstance(value, pd.DataFrame):
-                if column not in value.columns:
-                    have = ", ".join(map(str, value.columns[:30]))
-                    raise MagicError(f"SOURCE {source}: {m['name']} has no column {column!r}; "
-                                     f"columns: {have}")
-                value = value[column]
-            elif m["attr"] is not None:
-                try:
-                    value = getattr(value, column)
-                except AttributeError as exc:
-                    raise MagicError(f"SOURCE {source}: {exc}") from exc
-            else:
-                raise MagicError(f"SOURCE {source}: {m['name']} is a {type(value).__name__}, not a DataFrame")
-    else:
-        try:
-            value = shell.ev(source) if shell is not None else eval(source, ns)  # what the user typed
-        except Exception as exc:
-            raise MagicError(f"SOURCE {source} could not be evaluated: {type(exc).__name__}: {exc}") from exc
-    return _check_rows(source, value)
+            value = _source_column(source, m["name"], value, column, by_attribute=m["attr"] is not None)
+        return _check_rows(source, value)
+    except ConfigError as exc:  # e.g. a pandas frame with duplicate column names
+        raise MagicError(f"SOURCE {source}: {exc}") from None
+
+
+def _evaluate(source: str, ns: dict[str, Any], shell: Any) -> Any:
+    """SOURCE as any expression, evaluated as the user typed it."""
+    try:
+        return shell.ev(source) if shell is not None else eval(source, ns)
+    except Exception as exc:
+        raise MagicError(f"SOURCE {source} could not be evaluated: {type(exc).__name__}: {exc}") from exc
+
+
+def _source_column(source: str, name: str, value: Any, column: str, by_attribute: bool) -> Any:
+    """``name.column``: a column of a frame (with its siblings), else an attribute of ``value``."""
+    from . import frames
+
+    if frames.is_table(value):
+        columns = frames.column_names(value)
+        if column not in columns:
+            have = ", ".join(map(str, columns[:30]))
+            raise MagicError(f"SOURCE {source}: {name} has no column {column!r}; columns: {have}")
+        return frames.ColumnOf(_collected(name, value), column)
+    if not by_attribute:
+        raise MagicError(f"SOURCE {source}: {name} is {frames.describe(value)}, not a DataFrame")
+    try:
+        return getattr(value, column)
+    except AttributeError as exc:
+        raise MagicError(f"SOURCE {source}: {exc}") from exc
+
+
+def _collected(label: str, value: Any) -> Any:
+    """A LazyFrame's rows, collected now with a one-line note; any other value as it is."""
+    from . import frames
+
+    if not frames.is_lazy(value):
+        return value
+    frame = frames.collect(value)
+    rows = len(frame)
+    print(f"claude_batch: {label} is {frames.describe(value)}: collected its {rows:,} rows to read them")
+    return frame
 
 
 def _check_rows(source: str, value: Any) -> Any:
-    import numpy as np
-    import pandas as pd
+    from . import frames
 
-    if isinstance(value, (pd.DataFrame, pd.Series)):
-        return value
-    if isinstance(value, (list, tuple, pd.Index, np.ndarray)):
-        return list(value)
-    raise MagicError(f"SOURCE {source} is a {type(value).__name__}: give a DataFrame, a Series, a column "
-                     "(df.col) or a list of strings")
+    if frames.supports(value):
+        return _collected(source, value)
+    raise MagicError(f"SOURCE {source} is {frames.describe(value)}: give {frames.SUPPORTED}, or a column "
+                     "(df.col)")
 
 
-def _writer(dest: str, ns: dict[str, Any]) -> Any:
-    """A function that stores the answer Series in DEST; checked now, before anything is sent.
+def _writer(dest: str, ns: dict[str, Any]) -> Callable[[Any], str | None]:
+    """A function that stores the answers (``BatchResult.series``) in DEST and returns a note for
+    the summary line, or None; DEST is checked now, before anything is sent.
 
     Only the rows answered in this run (cached ones included) change DEST: a row skipped, failed
     or not run (budget, interrupt, early stop) keeps what DEST held, so a partial run never wipes
-    earlier answers. DEST never replaces a DataFrame, a module or a callable: ``-o df`` for
+    earlier answers. DEST never replaces a frame, a module or a callable: ``-o df`` for
     ``-o df.label`` would lose the table, ``-o get_ipython`` would break the shell.
-    """
-    import pandas as pd
 
+    ``df.col``: a pandas DataFrame gets the column in place, aligned on its index. A polars
+    DataFrame or an Arrow Table cannot change: the name is rebound to a copy with the column
+    (rows by position) and the note says so, ``"pldf rebound to a copy with column label"``, for
+    the caller to add to the summary line. The frame is looked up by name when the answers are
+    written, not when checked, so two background jobs writing columns of one frame each extend
+    the frame the other left. A variable gets the answers in the source's library (a pandas Series
+    for a list), named after it.
+    """
     m = _REF.match(dest)
     if not m:
         raise MagicError(f"DEST {dest} must be a variable name, df.new_col or df['new_col']")
@@ -325,81 +356,59 @@ def _writer(dest: str, ns: dict[str, Any]) -> Any:
     if column is None:
         _check_variable(name, ns)
 
-        def to_variable(series: pd.Series) -> None:
-            ns[name] = _merged_variable(ns.get(name), series).rename(name)
+        def to_variable(answers: Any) -> str | None:
+            from . import frames
+
+            ns[name] = frames.as_variable(ns.get(name), answers, name)
+            return None
 
         return to_variable
-    frame = ns.get(name)
-    if not isinstance(frame, pd.DataFrame):
-        what = "not defined" if name not in ns else f"a {type(frame).__name__}"
-        raise MagicError(f"DEST {dest}: {name} is {what}; a column needs an existing DataFrame")
+    _dest_frame(dest, name, ns)
 
-    def to_column(series: pd.Series) -> None:
+    def to_column(answers: Any) -> str | None:
+        from . import frames
+
+        frame = _dest_frame(dest, name, ns)  # the name as it is now
+        existed = column in frames.column_names(frame)
         try:
-            _merge_column(frame, column, series)
+            written = frames.with_answers(frame, column, answers)
         except ValueError as exc:
-            raise MagicError(f"DEST {dest}: the answers do not align with {name}'s index ({exc}); "
-                             "store them in a variable instead") from exc
+            raise MagicError(f"DEST {dest}: {exc}") from exc
+        if written is frame:  # changed in place (pandas), or nothing answered
+            return None
+        ns[name] = written
+        return f"{name} rebound to a copy with column {column}" + (" updated" if existed else "")
 
     return to_column
+
+
+def _dest_frame(dest: str, name: str, ns: dict[str, Any]) -> Any:
+    """The frame DEST ``name.column`` names, or a one-line MagicError."""
+    from . import frames
+
+    frame = ns.get(name)
+    if name not in ns or not frames.is_table(frame):
+        what = "not defined" if name not in ns else frames.describe(frame)
+        raise MagicError(f"DEST {dest}: {name} is {what}; a column needs an existing DataFrame")
+    if frames.is_lazy(frame):
+        raise MagicError(f"DEST {dest}: {name} is {frames.describe(frame)}, whose rows exist only when its "
+                         f"query runs: write {name} = {name}.collect() first, or give a variable")
+    return frame
 
 
 def _check_variable(name: str, ns: dict[str, Any]) -> None:
     import builtins
     import types
 
-    import pandas as pd
+    from . import frames
 
     value = ns[name] if name in ns else getattr(builtins, name, None)  # -o print would shadow print()
-    if isinstance(value, pd.DataFrame):
-        raise MagicError(f"DEST {name} holds a DataFrame, which a Series of answers would replace: "
-                         f"write -o {name}.label for a new column, or give another name")
+    if frames.is_table(value):
+        raise MagicError(f"DEST {name} holds {frames.describe(value)}, which a Series of answers would "
+                         f"replace: write -o {name}.label for a new column, or give another name")
     if isinstance(value, types.ModuleType) or callable(value):
         kind = "a module" if isinstance(value, types.ModuleType) else f"a {type(value).__name__}"
         raise MagicError(f"DEST {name} holds {kind}, which the answers would replace: give another name")
-
-
-def _answered(series: Any) -> Any:
-    """Where this run has an answer (NA marks rows skipped, failed or not run), as a bool array."""
-    return series.notna().to_numpy(dtype=bool)
-
-
-def _writable(values: Any) -> Any:
-    """``values`` as a Series that takes strings: object unless it already holds text (assigning a
-    str into an int, float or category column is an error or a pandas FutureWarning)."""
-    import pandas as pd
-
-    if values.dtype == object or isinstance(values.dtype, pd.StringDtype):
-        return values
-    return values.astype(object)
-
-
-def _merge_column(frame: Any, column: str, series: Any) -> None:
-    aligned = series if series.index.equals(frame.index) else series.reindex(frame.index)
-    if column not in frame.columns:
-        frame[column] = aligned  # a new column: missing where nothing was answered
-        return
-    answered = _answered(aligned)
-    if not answered.any():
-        return
-    current = frame[column]
-    writable = _writable(current)
-    if writable is not current:
-        frame[column] = writable
-    frame.loc[answered, column] = aligned.to_numpy(dtype=object)[answered]
-
-
-def _merged_variable(old: Any, series: Any) -> Any:
-    """The Series DEST gets: ``old`` (a copy: it may be a view of a frame's column) with the
-    answered labels updated when it is on the same index, else the new answers."""
-    import pandas as pd
-
-    if not isinstance(old, pd.Series) or not old.index.equals(series.index):
-        return series
-    merged = _writable(old.copy())
-    answered = _answered(series)
-    merged[answered] = series.to_numpy(dtype=object)[answered]
-    return merged
 
 
 # --------------------------------------------------------------------------------------------------

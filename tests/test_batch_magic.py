@@ -445,3 +445,158 @@ def test_a_setting_changed_while_a_job_runs_leaves_the_job_on_its_client_closed_
     assert callbacks_ran.wait(30)
     assert ip.user_ns["df"]["answer"].notna().sum() == 3 and old.closed
     assert sum(1 for reply in session.history() if not reply.cached) == 2  # its calls still counted
+
+
+# -- any dataframe library: polars and Arrow as SOURCE and DEST ---------------------------------------------
+
+LIBRARY_NAMES = ("pldf", "tbl", "lf", "pls", "arr", "d", "first", "_claude_job")
+
+
+@pytest.fixture
+def lib_ip(ip: Any) -> Iterator[Any]:
+    """The shell with ``pldf`` (polars) and ``tbl`` (Arrow) holding ``df``'s rows, by position."""
+    import polars as pl
+    import pyarrow as pa
+
+    rows = {"review": ["great", "awful", "great", None], "product": ["pen", "ink", "pen", "cap"]}
+    ip.user_ns["pldf"] = pl.DataFrame(rows)
+    ip.user_ns["tbl"] = pa.table(rows)
+    yield ip
+    for name in LIBRARY_NAMES:
+        ip.user_ns.pop(name, None)
+
+
+def nulls(column: Any) -> list[bool]:
+    """Where a polars or Arrow column is null, in row order."""
+    return [v is None for v in (column.to_list() if hasattr(column, "to_list") else column.to_pylist())]
+
+
+@pytest.mark.parametrize("name", ["pldf", "tbl"])
+def test_a_polars_or_arrow_frame_is_read_and_dest_rebinds_its_name_to_a_copy_with_the_column(
+        lib_ip: Any, claude_emulator: Any, name: str) -> None:
+    old = lib_ip.user_ns[name]
+    run(lib_ip, f'%claude_batch {name} "Q {{review}} ({{product}})" -o {name}.label')
+    new = lib_ip.user_ns[name]
+    assert type(new) is type(old) and new is not old
+    assert list(old.column_names if hasattr(old, "column_names") else old.columns) == ["review", "product"]
+    assert nulls(new["label"]) == [False, False, False, True]
+    assert sorted(prompts(claude_emulator)) == ["Q awful (ink)", "Q great (pen)"]
+
+
+@pytest.mark.parametrize("name", ["pldf", "tbl"])
+def test_an_existing_polars_or_arrow_column_keeps_the_values_of_rows_not_answered(
+        lib_ip: Any, claude_emulator: Any, name: str) -> None:
+    import polars as pl
+    import pyarrow as pa
+
+    frame = lib_ip.user_ns[name]
+    labels = ["a", "b", "c", "d"]
+    lib_ip.user_ns[name] = (frame.with_columns(label=pl.Series(labels)) if name == "pldf"
+                            else frame.append_column("label", pa.array(labels)))
+    run(lib_ip, f'%claude_batch {name}["review"] "Q {{review}}" -o {name}["label"]')
+    label = lib_ip.user_ns[name]["label"]
+    values = label.to_list() if name == "pldf" else label.to_pylist()
+    assert values[3] == "d" and values[0] == values[2] not in labels and values[1] not in labels
+
+
+def test_a_column_source_may_name_its_frames_other_columns_in_every_library(
+        lib_ip: Any, claude_emulator: Any) -> None:
+    template = '"Classify ({product}): {review}"'
+    for source, dest in [("df.review", "df.label"), ("pldf.review", "pldf.label"), ('tbl["review"]', "out")]:
+        claude_emulator.reset()
+        run(lib_ip, f"%claude_batch {source} {template} -o {dest} --no-cache")
+        assert sorted(prompts(claude_emulator)) == ["Classify (ink): awful", "Classify (pen): great"], source
+    assert lib_ip.user_ns["df"]["label"].notna().tolist() == [True, True, True, False]
+    assert nulls(lib_ip.user_ns["pldf"]["label"]) == [False, False, False, True]
+
+
+def test_a_variable_dest_holds_the_answers_in_the_sources_library(lib_ip: Any, claude_emulator: Any) -> None:
+    import polars as pl
+    import pyarrow as pa
+
+    lib_ip.user_ns["pls"] = lib_ip.user_ns["pldf"]["review"]
+    lib_ip.user_ns["arr"] = pa.array(["great", None, "fine", "great"])
+    lib_ip.user_ns["out"] = pl.Series("old", ["o0", "o1", "o2", "o3"])  # same library, same rows: merged
+    run(lib_ip, '%claude_batch pls "Q {value}" -o out')
+    out = lib_ip.user_ns["out"]
+    assert isinstance(out, pl.Series) and out.name == "out" and out[3] == "o3" and out[0] == out[2] != "o0"
+    run(lib_ip, '%claude_batch arr "Q {value}" -o out')  # another library: replaced
+    out = lib_ip.user_ns["out"]
+    assert isinstance(out, pa.ChunkedArray) and nulls(out) == [False, True, False, False]
+    run(lib_ip, '%claude_batch tbl "Q {review}" -o out')
+    assert isinstance(lib_ip.user_ns["out"], pa.ChunkedArray)
+
+
+def test_a_lazyframe_source_is_collected_with_a_one_line_note_and_cannot_be_a_dest(
+        lib_ip: Any, claude_emulator: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    import warnings
+
+    import polars as pl
+
+    lib_ip.user_ns["lf"] = lib_ip.user_ns["pldf"].lazy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the magic's note replaces the Python API's warning
+        run(lib_ip, '%claude_batch lf.review "Q {review} ({product})" -o out')
+    note = "claude_batch: lf is a polars LazyFrame: collected its 4 rows to read them\n"
+    assert note in capsys.readouterr().out
+    assert isinstance(lib_ip.user_ns["out"], pl.Series) and lib_ip.user_ns["out"].null_count() == 1
+    error = fails(lib_ip, '%claude_batch lf "Q {review}" -o lf.label')
+    assert str(error) == ("DEST lf.label: lf is a polars LazyFrame, whose rows exist only when its query "
+                          "runs: write lf = lf.collect() first, or give a variable")
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('%claude_batch d "Q {value}" -o out',
+     "SOURCE d is a dict: give a DataFrame or Series of pandas or polars (a LazyFrame is collected), a "
+     "pyarrow Table, ChunkedArray or Array, or a list of strings, or a column (df.col)"),
+    ('%claude_batch pldf.nope "Q {value}" -o out',
+     "SOURCE pldf.nope: pldf has no column 'nope'; columns: review, product"),
+    ('%claude_batch d["k"] "Q {value}" -o out', "SOURCE d[\"k\"]: d is a dict, not a DataFrame"),
+    ('%claude_batch pldf "Q {review}" -o pldf',
+     "DEST pldf holds a polars DataFrame, which a Series of answers would replace: write -o pldf.label for a "
+     "new column, or give another name"),
+    ('%claude_batch tbl "Q {review}" -o d.label',
+     "DEST d.label: d is a dict; a column needs an existing DataFrame"),
+    ('%claude_batch pldf.review "Q {lang}" -o out',
+     "template placeholder {lang} names no column; the data has: review, product ({value} is review) (write "
+     "{{lang}} for a literal brace)"),
+])
+def test_polars_and_arrow_mistakes_are_one_line_and_send_nothing(lib_ip: Any, claude_emulator: Any, line: str,
+                                                                 message: str) -> None:
+    lib_ip.user_ns["d"] = {"k": "v"}
+    error = fails(lib_ip, line)
+    assert isinstance(error, MagicError) and str(error) == message
+    assert claude_emulator.requests == []
+
+
+def test_answers_for_other_rows_than_an_arrow_dest_are_one_line_and_leave_it_intact(
+        lib_ip: Any, claude_emulator: Any) -> None:
+    before = lib_ip.user_ns["tbl"]
+    error = fails(lib_ip, '%claude_batch pldf[:2] "Q {review}" -o tbl.label')
+    assert str(error) == ("DEST tbl.label: 2 answers for 4 rows: rows are matched by position (only pandas "
+                          "has an index), so the source must be the same rows")
+    assert lib_ip.user_ns["tbl"] is before
+
+
+def test_the_writer_returns_the_note_that_a_name_was_rebound(lib_ip: Any) -> None:
+    import polars as pl
+
+    ns = lib_ip.user_ns
+    answers = pl.Series(["a", None, "c", "d"])
+    write = batch_magic._writer
+    assert write("pldf.label", ns)(answers) == "pldf rebound to a copy with column label"
+    assert write("pldf.label", ns)(answers) == "pldf rebound to a copy with column label updated"
+    assert write("tbl.label", ns)(answers) == "tbl rebound to a copy with column label"
+    assert batch_magic._writer("df.label", ns)(answers) is None  # pandas: in place, by position here
+    assert ns["df"]["label"].tolist()[:1] == ["a"] and batch_magic._writer("out", ns)(answers) is None
+
+
+def test_two_background_jobs_writing_columns_of_one_polars_frame_keep_both(
+        lib_ip: Any, claude_emulator: Any) -> None:
+    claude_emulator.configure(ttft=0.2)
+    run(lib_ip, '%claude_batch pldf.review "A {review}" -o pldf.a --background\nfirst = _claude_job')
+    run(lib_ip, '%claude_batch pldf.review "B {review} for {product}" -o pldf.b --background')
+    run(lib_ip, "first.wait()\n_claude_job.wait()")  # each delivery looks pldf up as the other left it
+    pldf = lib_ip.user_ns["pldf"]
+    assert pldf.columns == ["review", "product", "a", "b"]
+    assert nulls(pldf["a"]) == nulls(pldf["b"]) == [False, False, False, True]
