@@ -250,10 +250,9 @@ def summary_line(result: BatchResult, interrupted: bool = False) -> str:
 def _deliver(result: BatchResult, write: Any, ns: dict[str, Any], view: ProgressView | None,
              interrupted: bool = False) -> None:
     """Put the answers in DEST, keep the result as ``_claude_batch`` and leave the summary line."""
-    if write is not None:
-        write(result.series)
+    note = write(result.series) if write is not None else None
     ns[RESULT_NAME] = result
-    line = summary_line(result, interrupted)
+    line = summary_line(result, interrupted) + (f" · {note}" if note else "")
     if view is not None:
         view.close(line)
     else:

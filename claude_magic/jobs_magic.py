@@ -67,7 +67,8 @@ class _Delivery:
             problem = result.aborted is not None
             if self.dest is not None:
                 try:
-                    _writer(self.dest, self.ns)(result.series)  # the name as it is now
+                    note = _writer(self.dest, self.ns)(result.series)  # the name as it is now
+                    line += f" · {note}" if note else ""
                 except MagicError as exc:
                     line += f" · not written: {exc} · the answers are in {RESULT_NAME}.series"
                     problem = True

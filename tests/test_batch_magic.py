@@ -473,9 +473,11 @@ def nulls(column: Any) -> list[bool]:
 
 @pytest.mark.parametrize("name", ["pldf", "tbl"])
 def test_a_polars_or_arrow_frame_is_read_and_dest_rebinds_its_name_to_a_copy_with_the_column(
-        lib_ip: Any, claude_emulator: Any, name: str) -> None:
+        lib_ip: Any, claude_emulator: Any, name: str, capsys: pytest.CaptureFixture[str]) -> None:
     old = lib_ip.user_ns[name]
     run(lib_ip, f'%claude_batch {name} "Q {{review}} ({{product}})" -o {name}.label')
+    # the summary line says so
+    assert shown(lib_ip, capsys).endswith(f" · {name} rebound to a copy with column label")
     new = lib_ip.user_ns[name]
     assert type(new) is type(old) and new is not old
     assert list(old.column_names if hasattr(old, "column_names") else old.columns) == ["review", "product"]
