@@ -101,8 +101,9 @@ def _unquote(token: str) -> str:
           help="the prompt, quoted, with {column} placeholders ({value} for a Series or list); "
           "or the cell body with %%%%claude_batch")
 @argument("-o", "--out", dest="dest", default=None,
-          help="where the answers go: df.new_col, df['new_col'] (a column aligned to the index) or a "
-          "variable name (a Series); rows this run does not answer keep their value")
+          help="where the answers go: df.new_col, df['new_col'] (a column: pandas aligned to the index, "
+          "polars and Arrow by position, their name rebound to a copy) or a variable name (a series); "
+          "rows this run does not answer keep their value")
 @argument("-m", "--model", default=None, help="model ID (default: %%config ClaudeMagics.model)")
 @argument("--max-tokens", type=int, default=None, help="longest answer per row, in tokens")
 @argument("-s", "--system", default=None, help="system prompt for every row")

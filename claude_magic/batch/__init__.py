@@ -1,6 +1,7 @@
 """Map a prompt template over the rows of a table: render, dedupe, cache, send, report.
 
-``map_prompts(template, data)`` returns a Series of answers aligned to ``data``'s index;
+``map_prompts(template, data)`` returns the answers as a series of ``data``'s own library (pandas,
+polars or Arrow, read through narwhals: see :mod:`claude_magic.frames`), aligned to its rows;
 ``run_batch`` takes the same arguments and returns a :class:`BatchResult` that also holds
 the errors table, the summary and (for ``dry_run=True``) the estimate. No IPython here:
 ``batch_magic`` is a thin layer over this module.

@@ -193,15 +193,17 @@ class DryRunReport:
 class BatchResult:
     """Everything a run produced.
 
-    ``series``: answers aligned to the data's index (``pd.NA`` where this run has no answer:
-    skipped, failed or not run) · ``errors``: one line per failed row (``row``, ``status``,
+    ``series``: the answers in the source's own library (a pandas Series aligned to the data's
+    index for pandas and lists, a polars Series or an Arrow ChunkedArray in row order for those),
+    null where this run has no answer: skipped, failed or not run · ``errors``: one line per failed
+    row (``row`` — a label for pandas, a position otherwise —, ``status``,
     ``type``, ``message``) · ``skipped``: row labels with a missing or empty value, and
     ``skipped_reasons`` the reason of each (``"missing"`` or ``"empty"``, indexed by those labels)
     · ``remaining``: rows not run (budget, interrupt, early stop) · ``summary`` · ``dry_run``: the
     estimate when ``dry_run=True`` · ``aborted``: the error that stopped the run.
     """
 
-    series: pd.Series
+    series: Any
     errors: pd.DataFrame
     skipped: pd.Index
     remaining: pd.Index
