@@ -138,11 +138,14 @@ def _main_loop() -> asyncio.AbstractEventLoop | None:
     except RuntimeError:
         pass
     try:
+        from IPython import get_ipython
         from IPython.core.async_helpers import get_asyncio_loop
-
-        return get_asyncio_loop()
-    except Exception:  # an IPython without it: post_run_cell alone
+        from IPython.terminal.interactiveshell import TerminalInteractiveShell
+    except ImportError:  # an IPython without them: post_run_cell alone
         return None
+    if not isinstance(get_ipython(), TerminalInteractiveShell):
+        return None  # no prompt loop to call back on (a plain shell, a script): post_run_cell alone
+    return get_asyncio_loop()
 
 
 def _rows(job: BatchJob) -> str:
