@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     from .batch import BatchResult, Progress
     from .jobs_magic import Deliveries
 
-__all__ = ["BatchMagics", "ProgressView", "claude_batch", "resolve_source", "split_line", "summary_line"]
+__all__ = ["BatchMagics", "ProgressView", "claude_batch", "dest_writer", "resolve_source", "split_line",
+           "summary_line"]
 
 RESULT_NAME = "_claude_batch"  # the last BatchResult, in the user's namespace (as _ is the last output)
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -116,6 +117,12 @@ def _unquote(token: str) -> str:
           help="USD: start no request that could take the spend past it")
 @argument("--no-cache", action="store_true", help="neither read nor write the response cache")
 @argument("--refresh", action="store_true", help="ask again and overwrite the cached answers")
+@argument("--schema", metavar="SPEC", default=None,
+          help="typed answers: a pydantic model or type in the namespace, a dict holding a JSON schema, or "
+          "an inline spec in quotes (\"name: str, price: float, currency: str?\"); DEST df takes every "
+          "field as a column, df[['name', 'price']] those fields, df.col the validated objects")
+@argument("--column-prefix", metavar="P", default="", help="with --schema and DEST df: name the new "
+          "columns P + field (to avoid clashing with the frame's own)")
 @argument("--background", action="store_true",
           help="return at once: the job is _claude_job, DEST is filled when it ends (after the running "
           "cell), interactive calls go first meanwhile; %%claude_jobs lists and cancels jobs")
@@ -140,8 +147,13 @@ def claude_batch(session: Session, shell: Any, line: str, cell: str | None = Non
                          "or use --dry-run")
     ns = shell.user_ns
     data = resolve_source(args.source, ns, shell)
-    write = _writer(args.dest, ns) if args.dest is not None else None
+    schema = _schema(args.schema, ns) if args.schema is not None else None
+    if args.column_prefix and schema is None:
+        raise MagicError("--column-prefix names the columns of --schema's fields: give --schema SPEC too")
+    write = dest_writer(args.dest, ns, schema, args.column_prefix) if args.dest is not None else None
     options = session.request_options(model=args.model, max_tokens=args.max_tokens, system=args.system)
+    if schema is not None:
+        options["schema"] = schema
     if args.max_tokens is not None and args.max_tokens < 1:
         raise MagicError(f"--max-tokens must be a positive integer, got {args.max_tokens}")
     if args.budget is not None and not args.budget > 0:
@@ -234,8 +246,10 @@ def _launch(session: Session, shell: Any, args: Any, template: str, data: Any, o
     else:
         view(job.progress)  # the bar is drawn here, in this cell; the job's thread moves it
     if deliveries is not None:
-        deliveries.add(job, args.dest, shell.user_ns, None if view.mode == "final" else view,
-                       announce=mode == "text")
+        schema, prefix = options.get("schema"), args.column_prefix
+        deliveries.add(job, lambda: dest_writer(args.dest, shell.user_ns, schema, prefix)
+                       if args.dest is not None else None,
+                       shell.user_ns, None if view.mode == "final" else view, announce=mode == "text")
 
 
 def summary_line(result: BatchResult, interrupted: bool = False) -> str:
@@ -251,7 +265,7 @@ def summary_line(result: BatchResult, interrupted: bool = False) -> str:
 def _deliver(result: BatchResult, write: Any, ns: dict[str, Any], view: ProgressView | None,
              interrupted: bool = False) -> None:
     """Put the answers in DEST, keep the result as ``_claude_batch`` and leave the summary line."""
-    note = write(result.series) if write is not None else None
+    note = write(result) if write is not None else None
     ns[RESULT_NAME] = result
     line = summary_line(result, interrupted) + (f" · {note}" if note else "")
     if view is not None:
@@ -329,6 +343,82 @@ def _check_rows(source: str, value: Any) -> Any:
         return _collected(source, value)
     raise MagicError(f"SOURCE {source} is {frames.describe(value)}: give {frames.SUPPORTED}, or a column "
                      "(df.col)")
+
+
+def _schema(spec: str, ns: dict[str, Any]) -> Any:
+    from .schema import Schema
+
+    if len(spec) >= 2 and spec[0] == spec[-1] and spec[0] in "\"'":
+        spec = spec[1:-1]
+    try:
+        return Schema.of(spec, ns)
+    except ClaudeError as exc:
+        raise MagicError(f"--schema {spec}: {exc}") from None
+
+
+_COLUMNS = re.compile(rf"^(?P<name>{_NAME})\[\s*\[(?P<list>.*)\]\s*\]$")
+
+
+def dest_writer(dest: str, ns: dict[str, Any], schema: Any = None,
+                prefix: str = "") -> Callable[[BatchResult], str | None]:
+    """A function that stores a run's answers (its :class:`BatchResult`) in DEST and returns a note
+    for the summary line, or None; DEST is checked now, before anything is sent.
+
+    With a schema (typed answers), DEST may also be ``df`` (every field as a column, named ``prefix
+    + field``: a clash with the frame's own columns is refused now, in one line) or
+    ``df[["name", "price"]]`` (those fields), each column typed by the schema; ``df.col`` or a
+    variable gets the validated objects. Otherwise see :func:`_writer`."""
+    if schema is not None and (fields := _typed_dest(dest, ns, schema, prefix)) is not None:
+        return fields
+    plain = _writer(dest, ns)
+    return lambda result: plain(result.series)
+
+
+def _typed_dest(dest: str, ns: dict[str, Any], schema: Any,
+                prefix: str) -> Callable[[BatchResult], str | None] | None:
+    from . import frames
+
+    known = [f.name for f in schema.fields]
+    if (m := _COLUMNS.match(dest)) is not None:
+        name = m["name"]
+        try:
+            import ast
+
+            wanted = ast.literal_eval(f"[{m['list']}]")
+        except (ValueError, SyntaxError):
+            wanted = None
+        if not wanted or not all(isinstance(w, str) for w in wanted):
+            raise MagicError(f"DEST {dest}: give field names in quotes, e.g. {name}[['name', 'price']]")
+        unknown = [w for w in wanted if w not in known]
+        if unknown:
+            raise MagicError(f"DEST {dest}: {', '.join(map(repr, unknown))} not in {schema.name}'s fields "
+                             f"({', '.join(known)})")
+        _dest_frame(dest, name, ns)
+        targets = list(wanted)
+    elif _REF.match(dest) and "." not in dest and "[" not in dest and frames.is_table(ns.get(dest)):
+        name, targets = dest, known
+        clash = sorted(set(frames.column_names(ns[name])) & {prefix + t for t in targets})
+        if clash:
+            fix = "choose another --column-prefix" if prefix else "give --column-prefix (e.g. p_)"
+            raise MagicError(f"DEST {dest}: the fields {', '.join(clash)} would overwrite {name}'s own "
+                             f"columns: {fix}")
+    else:
+        return None
+
+    def to_columns(result: BatchResult) -> str | None:
+        frame = original = _dest_frame(dest, name, ns)  # the name as it is now
+        columns = result.columns(prefix)
+        try:
+            for field in targets:
+                frame = frames.with_typed(frame, prefix + field, columns[prefix + field])
+        except ValueError as exc:
+            raise MagicError(f"DEST {dest}: {exc}") from exc
+        if frame is original:
+            return None
+        ns[name] = frame
+        return f"{name} rebound to a copy with columns {', '.join(prefix + t for t in targets)}"
+
+    return to_columns
 
 
 def _writer(dest: str, ns: dict[str, Any]) -> Callable[[Any], str | None]:

@@ -524,6 +524,11 @@ class Client:
 
         return await self._bridge.on_loop(lambda _: exchange())
 
+    def check_typed(self, model: str) -> None:
+        """ConfigError when the models endpoint says ``model`` cannot give typed answers (structured
+        outputs); nothing when it says it can, or does not answer."""
+        self.run(self._check_typed(model))
+
     async def _check_typed(self, model: str) -> None:
         """Refuse a typed answer from a model the models endpoint says cannot give one (asked once
         per model; an endpoint that does not answer says nothing, and the API decides)."""

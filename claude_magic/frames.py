@@ -48,6 +48,7 @@ __all__ = [
     "read",
     "supports",
     "with_answers",
+    "with_typed",
 ]
 
 SUPPORTED = ("a DataFrame or Series of pandas or polars (a LazyFrame is collected), a pyarrow Table, "
@@ -93,6 +94,38 @@ class Table:
         if self.frame.implementation.is_pandas():
             return pd.Series(values, index=self.index, dtype=pd.StringDtype())
         return nw.new_series("", list(values), nw.String, backend=self.frame.implementation).to_native()
+
+    def objects(self, values: Any) -> Any:
+        """Typed answers (validated values, or None), one per row: a pandas Series of objects on the
+        index; for polars and Arrow, whose columns hold no Python objects, each value as JSON text."""
+        if self.frame.implementation.is_pandas():
+            return pd.Series(list(values), index=self.index, dtype=object)
+        texts = [None if v is None else _json(v) for v in values]
+        return nw.new_series("", texts, nw.String, backend=self.frame.implementation).to_native()
+
+    def fields(self, values: Any, fields: list[Any], prefix: str = "") -> dict[str, Any]:
+        """One series per field of a typed answer (``schema.fields``), named ``prefix + name``, in
+        the source's library, typed by the schema: int -> integers with nulls, float, bool, str,
+        enum -> categorical, date and datetime -> temporal, anything else as JSON text; a missing
+        optional field, or a row without an answer, is null."""
+        rows = [_plain(v) for v in values]
+        out: dict[str, Any] = {}
+        for f in fields:
+            cells = [None if r is None else _cell(r.get(f.name) if isinstance(r, dict) else r, f.kind)
+                     for r in rows]
+            out[prefix + f.name] = self._typed(prefix + f.name, cells, f)
+        return out
+
+    def _typed(self, name: str, cells: list[Any], field: Any) -> Any:
+        if self.frame.implementation.is_pandas():
+            dtype = _PANDAS_DTYPES.get(field.kind, object)
+            series = pd.Series(cells, index=self.index, dtype=dtype, name=name)
+            if field.kind == "enum" and field.values:
+                categories = [v for v in field.values if isinstance(v, str)]
+                series = series.astype(pd.CategoricalDtype(categories or None))
+            return series
+        dtype = _NW_DTYPES.get(field.kind, nw.String)
+        return nw.new_series(name, cells, dtype, backend=self.frame.implementation).to_native()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -249,6 +282,36 @@ def _stacklevel() -> int:
 # writing
 
 
+_PANDAS_DTYPES: dict[str, Any] = {"int": "Int64", "float": "Float64", "bool": "boolean", "str": "string",
+                                  "enum": "string", "date": "datetime64[us]", "datetime": "datetime64[us]"}
+_NW_DTYPES: dict[str, Any] = {"int": nw.Int64, "float": nw.Float64, "bool": nw.Boolean, "str": nw.String,
+                              "enum": nw.Categorical, "date": nw.Date, "datetime": nw.Datetime}
+
+
+def _plain(value: Any) -> Any:
+    """A typed answer as plain data: a pydantic model's fields (dates stay dates), else as it is."""
+    if hasattr(value, "model_dump"):
+        return value.model_dump()
+    return value
+
+
+def _cell(value: Any, kind: str) -> Any:
+    """One field's value for a column of ``kind`` (an enum member as its value, nested data as JSON)."""
+    if value is None:
+        return None
+    if hasattr(value, "value") and not isinstance(value, (str, int, float)):  # an Enum member
+        value = value.value
+    if kind == "object" or isinstance(value, (dict, list)):
+        return _json(value)
+    return value
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(_plain(value), ensure_ascii=False, default=str)
+
+
 def answered(answers: Any) -> np.ndarray:
     """Where ``answers`` (a series of any library) holds an answer, as a bool array in row order."""
     if isinstance(answers, pd.Series):
@@ -274,6 +337,24 @@ def with_answers(frame: Any, column: str, answers: Any) -> Any:
     if column in wrapped.columns:
         new = new.zip_with(~new.is_null(), _as_text(wrapped.get_column(column), column))
     return wrapped.with_columns(new.alias(column)).to_native()
+
+
+def with_typed(frame: Any, column: str, values: Any) -> Any:
+    """``frame`` with a typed column (a series of ``frame``'s library, from ``Table.fields``): a new
+    column keeps the series' type; an existing one gets only the rows that have a value, the others
+    keep theirs (its type is kept where the values fit it). In place for pandas, a copy otherwise."""
+    if isinstance(frame, pd.DataFrame):
+        _merge_pandas(frame, column, values)
+        return frame
+    wrapped = _wrap(frame)
+    new = nw.from_native(values, series_only=True).alias(column)
+    if column in wrapped.columns:
+        old = wrapped.get_column(column)
+        try:
+            new = new.zip_with(~new.is_null(), old.cast(new.dtype))
+        except Exception:  # the old values do not fit the new type: both as text
+            new = new.cast(nw.String).zip_with(~new.is_null(), _as_text(old, column))
+    return wrapped.with_columns(new).to_native()
 
 
 def as_variable(old: Any, answers: Any, name: str) -> Any:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.magic import Magics, line_magic, magics_class
@@ -45,16 +46,16 @@ WAIT_ON_CANCEL = 30.0     # s: %claude_jobs cancel waits this long for a job to 
 class _Delivery:
     """Where one job's answers go once it ends: ``dest`` in ``ns``, the summary into ``view``."""
 
-    def __init__(self, job: BatchJob, dest: str | None, ns: dict[str, Any],
+    def __init__(self, job: BatchJob, writer: Callable[[], Any], ns: dict[str, Any],
                  view: ProgressView | None, announce: bool) -> None:
         self.job = job
-        self.dest = dest
+        self.writer = writer  # makes DEST's writer: DEST is resolved by name when the answers arrive
         self.ns = ns
         self.view = view
         self.announce = announce
 
     def deliver(self) -> None:
-        from .batch_magic import RESULT_NAME, _writer, summary_line
+        from .batch_magic import RESULT_NAME, summary_line
 
         problem = True
         try:
@@ -65,13 +66,13 @@ class _Delivery:
             self.ns[RESULT_NAME] = result
             line = summary_line(result, interrupted=self.job.cancelled())
             problem = result.aborted is not None
-            if self.dest is not None:
-                try:
-                    note = _writer(self.dest, self.ns)(result.series)  # the name as it is now
-                    line += f" · {note}" if note else ""
-                except MagicError as exc:
-                    line += f" · not written: {exc} · the answers are in {RESULT_NAME}.series"
-                    problem = True
+            try:
+                write = self.writer()  # the name as it is now
+                note = write(result) if write is not None else None
+                line += f" · {note}" if note else ""
+            except MagicError as exc:
+                line += f" · not written: {exc} · the answers are in {RESULT_NAME}.series"
+                problem = True
         if self.view is not None:
             self.view.close(line)
         elif self.announce or problem:
@@ -88,11 +89,12 @@ class Deliveries:
         self.cell_running = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def add(self, job: BatchJob, dest: str | None, ns: dict[str, Any], view: ProgressView | None,
+    def add(self, job: BatchJob, writer: Callable[[], Any], ns: dict[str, Any], view: ProgressView | None,
             announce: bool = True) -> None:
-        """Write ``job``'s answers to ``dest`` when it ends; its summary replaces ``view`` (without
-        one, it is printed if ``announce``, or if something went wrong)."""
-        delivery = _Delivery(job, dest, ns, view, announce)
+        """Write ``job``'s answers when it ends, with the writer ``writer()`` makes then (None: no
+        DEST); its summary replaces ``view`` (without one, it is printed if ``announce``, or if
+        something went wrong)."""
+        delivery = _Delivery(job, writer, ns, view, announce)
         with self._lock:
             self._pending.append(delivery)
         self._loop = _main_loop()

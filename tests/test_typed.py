@@ -119,3 +119,80 @@ def test_the_magic_binds_the_validated_object_and_shows_a_table(ip: Any) -> None
 def test_the_magic_refuses_a_bad_spec_in_one_line(ip: Any) -> None:
     error = fails(ip, "%%claude --schema NoSuchModel\nhi")
     assert "--schema NoSuchModel" in str(error) and "\n" not in str(error)
+
+
+# -- typed answers over rows --------------------------------------------------------------------------
+
+
+def descriptions() -> Any:
+    import pandas as pd
+
+    return pd.DataFrame({"text": ["Aurora headphones, 59 EUR", "Brew kettle, 35 EUR", "Desk lamp, 20 USD",
+                                  "Aurora headphones, 59 EUR"]}, index=[10, 11, 12, 13])
+
+
+def test_run_batch_with_a_schema_gives_validated_objects_and_typed_columns(
+        emu: Emulator, client: Client) -> None:
+    from claude_magic.batch import run_batch
+
+    result = run_batch("Extract: {text}", descriptions(), client=client, schema=Product)
+    assert all(isinstance(p, Product) for p in result.series) and len(messages(emu)) == 3  # deduped
+    columns = result.columns()
+    assert list(columns) == ["name", "price", "currency", "in_stock"]
+    assert (str(columns["name"].dtype), str(columns["price"].dtype), str(columns["in_stock"].dtype)) == (
+        "string", "Float64", "boolean")
+    assert columns["price"].index.tolist() == [10, 11, 12, 13]
+    assert columns["price"][10] == result.series[10].price
+    assert list(result.columns("p_")) == ["p_name", "p_price", "p_currency", "p_in_stock"]
+
+
+def test_an_unusable_row_is_that_rows_error_with_its_text_and_is_not_paid_for_twice(
+        emu: Emulator, client: Client) -> None:
+    from claude_magic.batch import run_batch
+
+    emu.inject("truncate-json")
+    df = descriptions()
+    result = run_batch("Extract: {text}", df, client=client, schema=Product, concurrency=1)
+    assert result.series.isna().sum() == 2 and result.summary.failed_rows == 2  # its two rows
+    assert set(result.errors["type"]) == {"AnswerInvalid"} and result.aborted is None
+    assert result.summary.cost and result.summary.cost > 0  # the truncated answer was paid for, and counted
+    sent = len(messages(emu))
+    again = run_batch("Extract: {text}", df, client=client, schema=Product)
+    assert len(messages(emu)) == sent and again.summary.failed_rows == 2  # reported again, from the cache
+
+
+@pytest.fixture
+def frames_ip(ip: Any) -> Iterator[Any]:
+    ip.user_ns["df"] = descriptions()
+    yield ip
+    for name in ("df", "pldf", "_claude_batch"):
+        ip.user_ns.pop(name, None)
+
+
+def test_the_batch_magic_writes_every_field_or_the_chosen_ones_or_the_objects(frames_ip: Any) -> None:
+    ip = frames_ip
+    run(ip, '%claude_batch df.text "Extract: {text}" --schema Product -o df')
+    df = ip.user_ns["df"]
+    assert list(df.columns) == ["text", "name", "price", "currency", "in_stock"]
+    assert str(df["price"].dtype) == "Float64" and df["price"].notna().all()
+    error = fails(ip, '%claude_batch df.text "Extract: {text}" --schema Product -o df')  # name is taken now
+    assert "would overwrite df's own columns" in str(error) and "--column-prefix" in str(error)
+    run(ip, '%claude_batch df.text "Extract: {text}" --schema Product -o df --column-prefix p_')
+    assert {"p_name", "p_price"} <= set(ip.user_ns["df"].columns)
+    run(ip, '%claude_batch df.text "Again: {text}" --schema Product -o df[["name", "in_stock"]]')
+    run(ip, '%claude_batch df.text "Extract: {text}" --schema Product -o df.product')
+    assert isinstance(ip.user_ns["df"]["product"][10], Product)
+    error = fails(ip, '%claude_batch df.text "x {text}" --schema Product -o df[["nme"]]')
+    assert "'nme' not in Product's fields (name, price, currency, in_stock)" in str(error)
+
+
+def test_a_polars_frame_gets_typed_columns_on_a_rebound_copy(frames_ip: Any) -> None:
+    import polars as pl
+
+    ip = frames_ip
+    ip.user_ns["pldf"] = pl.from_pandas(ip.user_ns["df"].reset_index(drop=True))
+    spec = '"name: str, price: float, label: cheap|dear"'
+    run(ip, f'%claude_batch pldf "Extract: {{text}}" --schema {spec} -o pldf')
+    pldf = ip.user_ns["pldf"]
+    assert pldf.columns == ["text", "name", "price", "label"]
+    assert pldf.schema["price"] == pl.Float64 and pldf.schema["label"] == pl.Categorical

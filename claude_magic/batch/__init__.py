@@ -50,7 +50,8 @@ import pandas as pd
 
 from .. import pricing
 from .._kernel import kernel_client
-from ..errors import ConfigError
+from .._typed import schema_of, typed_reply
+from ..errors import AnswerInvalid, ConfigError
 from ._batches import _Batches
 from ._dryrun import _dry_run, _peek
 from ._job import BatchJob, JobState
@@ -89,7 +90,7 @@ _MISSING_TEXT = None
 
 def _resolve_options(client: Client, *, model: str | None, max_tokens: int | None, system: str | None,
                      concurrency: int | None, api: str, budget: float | None, cache: bool, refresh: bool,
-                     poll_interval: float, body_options: dict[str, Any]) -> _Options:
+                     poll_interval: float, body_options: dict[str, Any], schema: Any = None) -> _Options:
     if api not in ("live", "batch"):
         raise ConfigError(f"api must be 'live' or 'batch', got {api!r}")
     if tooled := [name for name in ("tools", "tool_choice") if name in body_options]:
@@ -106,8 +107,10 @@ def _resolve_options(client: Client, *, model: str | None, max_tokens: int | Non
                     max_tokens=client.max_tokens if max_tokens is None else max_tokens,
                     system=system or None, concurrency=concurrency, api=api,
                     budget=float(budget) if budget is not None else None, cache=cache, refresh=refresh,
-                    poll_interval=poll_interval, body_options=body_options)
+                    poll_interval=poll_interval, body_options=body_options, schema=schema_of(schema))
     opts.body(client, "x")  # checks model, max_tokens and the options before anything is sent
+    if opts.schema is not None:
+        client.check_typed(opts.model)  # a model without structured outputs: one line, nothing sent
     return opts
 
 
@@ -133,10 +136,13 @@ def _lookup(client: Client, opts: _Options, state: _State) -> tuple[list[int], d
             continue
         # counted in the client's history: %claude_usage counts hits and what they saved
         hit = client.lookup(keys[uid]) if opts.cache and not opts.refresh else None
-        if hit is not None:
-            state.hit(uid, hit.text)
-        else:
+        if hit is None:
             todo.append(uid)
+            continue
+        try:
+            state.hit(uid, hit.text, typed_reply(hit, opts.schema).parsed)
+        except AnswerInvalid as exc:  # stored, and reported again without being paid for again
+            state.invalid(uid, exc)
     state.progress.requests_total = len(todo)
     return todo, keys
 
@@ -167,6 +173,13 @@ def _finish(plan: PromptPlan, state: _State, opts: _Options, started: float,
     texts[n] = _MISSING_TEXT
     values = texts[plan.codes]  # code -1 picks the trailing empty slot
     series = plan.answers(values)  # in the source's library: what DEST and map_prompts give back
+    typed: Any = None
+    if opts.schema is not None and plan.table is not None:
+        objects = np.empty(n + 1, dtype=object)
+        objects[:n] = state.values
+        objects[n] = None
+        typed = objects[plan.codes]
+        series = plan.table.objects(typed)
     errors = _errors_table(plan, state)
     done_or_failed = np.zeros(n + 1, dtype=bool)
     for uid, text in enumerate(state.texts):
@@ -187,7 +200,8 @@ def _finish(plan: PromptPlan, state: _State, opts: _Options, started: float,
     skipped = plan.index[plan.skipped]
     reasons = pd.Series(np.where(plan.empty, "empty", "missing"), index=skipped, dtype=object)
     return BatchResult(series=series, errors=errors, skipped=skipped, remaining=remaining,
-                       summary=summary, dry_run=dry_run, aborted=state.aborted, skipped_reasons=reasons)
+                       summary=summary, dry_run=dry_run, aborted=state.aborted, skipped_reasons=reasons,
+                       schema=opts.schema, _values=typed, _table=plan.table)
 
 
 def _errors_table(plan: PromptPlan, state: _State) -> pd.DataFrame:
@@ -221,6 +235,7 @@ def run_batch(
     progress: Callable[[Progress], Any] | None = None,
     poll_interval: float = 2.0,
     background: bool = False,
+    schema: Any = None,
     **body_options: Any,
 ) -> Any:
     """Run ``template`` over ``data`` and return a :class:`BatchResult` (see the module doc).
@@ -254,7 +269,7 @@ def run_batch(
     try:
         opts = _resolve_options(client, model=model, max_tokens=max_tokens, system=system,
                                 concurrency=concurrency, api=api, budget=budget, cache=cache, refresh=refresh,
-                                poll_interval=poll_interval, body_options=body_options)
+                                poll_interval=poll_interval, body_options=body_options, schema=schema)
         if background and dry_run:
             raise ConfigError("a dry run sends nothing to wait for: drop background=True (or dry_run=True)")
         plan = plan_prompts(template, data)

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _wire
 from .._scheduler import Priority, job_context
-from ..errors import APIError, ClaudeError, NotFoundError, error_for_status
+from .._typed import typed_reply
+from ..errors import AnswerInvalid, APIError, ClaudeError, NotFoundError, error_for_status
 from ._live import _Budget
 from ._report import Stop, _Options, _State
 
@@ -154,7 +155,10 @@ class _Batches:
                 message = result.get("message") or {}
                 reply = _wire.reply_from_message(message, model=self.opts.model, batch=True)
                 self.client.record(reply, self.keys[uid] if self.opts.cache else None)
-                self.state.ok(uid, reply)
+                try:
+                    self.state.ok(uid, typed_reply(reply, self.opts.schema))
+                except AnswerInvalid as exc:  # truncated, refused or not matching: that row's error
+                    self.state.fail(uid, exc)
             else:
                 self.state.fail(uid, _result_error(result))
         for request in chunk:

@@ -20,6 +20,7 @@ from ._plan import PromptPlan
 
 if TYPE_CHECKING:
     from ..client import Client
+    from ..schema import Schema
 
 @dataclass
 class Progress:
@@ -211,6 +212,17 @@ class BatchResult:
     dry_run: DryRunReport | None = None
     aborted: ClaudeError | None = None
     skipped_reasons: pd.Series = field(default_factory=lambda: pd.Series(dtype=object))
+    schema: Schema | None = None
+    _values: Any = field(default=None, repr=False)  # typed answers per row (None where none)
+    _table: Any = field(default=None, repr=False)
+
+    def columns(self, prefix: str = "") -> dict[str, Any]:
+        """A typed run's answers, one series per field of the schema (named ``prefix + field``), in the
+        source's library and typed by the schema; a row without an answer, or without that optional
+        field, is null. ConfigError for a run without a schema."""
+        if self.schema is None or self._table is None:
+            raise ConfigError("columns() needs a typed run: pass schema= (--schema)")
+        return self._table.fields(self._values, self.schema.fields, prefix)
 
     def __repr__(self) -> str:
         return f"BatchResult({self.dry_run if self.dry_run is not None else self.summary})"
@@ -259,10 +271,13 @@ class _Options:
     refresh: bool
     poll_interval: float
     body_options: dict[str, Any]
+    schema: Schema | None = None
 
     def body(self, client: Client, prompt: str) -> dict[str, Any]:
+        from .._typed import with_format
+
         return client.build_body(prompt, model=self.model, max_tokens=self.max_tokens, system=self.system,
-                                 **self.body_options)
+                                 **with_format(self.body_options, self.schema))
 
     def key(self, client: Client, prompt: str) -> str:
         """The prompt's cache key; ConfigError for a prompt the API would refuse (that row's error)."""
@@ -273,7 +288,7 @@ class _Options:
 
     def call_options(self) -> dict[str, Any]:
         return {"model": self.model, "max_tokens": self.max_tokens, "system": self.system,
-                **self.body_options}
+                "schema": self.schema, **self.body_options}
 
 
 def _not_utf8(prompt: str, exc: UnicodeEncodeError) -> str:
@@ -299,6 +314,7 @@ class _State:
         n = len(plan.prompts)
         self.weights = plan.rows_per_prompt()
         self.texts: list[str | None] = [None] * n
+        self.values: list[Any] = [None] * n  # typed answers (Reply.parsed), when the run has a schema
         self.cached = np.zeros(n, dtype=bool)
         self.errors: dict[int, ClaudeError | BaseException] = {}
         self.progress = Progress(total=plan.rows, skipped=len(plan.skipped), skipped_empty=plan.skipped_empty)
@@ -322,14 +338,16 @@ class _State:
         """The reason in words, as the summary shows it."""
         return None if self.stop is None else _STOP_TEXT[self.stop] + self.stop_detail
 
-    def hit(self, uid: int, text: str) -> None:
+    def hit(self, uid: int, text: str, value: Any = None) -> None:
         self.texts[uid] = text
+        self.values[uid] = value
         self.cached[uid] = True
         self.progress.done += int(self.weights[uid])
         self.progress.cached += int(self.weights[uid])
 
     def ok(self, uid: int, reply: Reply) -> None:
         self.texts[uid] = reply.text
+        self.values[uid] = reply.parsed
         self.progress.done += int(self.weights[uid])
         self.progress.requests_done += 1
         self._account(reply)
@@ -338,7 +356,11 @@ class _State:
         self.errors[uid] = error
         self.progress.failed += int(self.weights[uid])
         self.progress.requests_done += 1
-        self.finished_times.append(time.monotonic())
+        answered = getattr(error, "reply", None)
+        if answered is not None and not answered.cached:  # an unusable typed answer was paid for
+            self._account(answered)
+        else:
+            self.finished_times.append(time.monotonic())
 
     def invalid(self, uid: int, error: ClaudeError) -> None:
         """A prompt the API would refuse (checked before sending): its rows fail, nothing is sent."""
