@@ -196,3 +196,18 @@ def test_a_polars_frame_gets_typed_columns_on_a_rebound_copy(frames_ip: Any) -> 
     pldf = ip.user_ns["pldf"]
     assert pldf.columns == ["text", "name", "price", "label"]
     assert pldf.schema["price"] == pl.Float64 and pldf.schema["label"] == pl.Categorical
+
+
+def test_a_dry_run_counts_the_schema_and_the_batches_api_carries_it(emu: Emulator, client: Client) -> None:
+    from claude_magic.batch import run_batch
+
+    df = descriptions()
+    plain = run_batch("Extract: {text}", df, client=client, dry_run=True).dry_run
+    typed = run_batch("Extract: {text}", df, client=client, schema=Product, dry_run=True).dry_run
+    assert plain is not None and typed is not None
+    assert typed.input_tokens > plain.input_tokens  # the schema (and the system prompt it brings) is counted
+    result = run_batch("Extract: {text}", df, client=client, schema=Product, api="batch", poll_interval=0.05)
+    assert all(isinstance(p, Product) for p in result.series) and result.summary.api == "batch"
+    (created,) = [r.json for r in emu.requests if r.method == "POST" and r.path == "/v1/messages/batches"]
+    formats = [req["params"]["output_config"]["format"]["type"] for req in created["requests"]]
+    assert formats == ["json_schema"] * 3

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import pricing
+from .._typed import with_format
 from ..errors import ConfigError
 from ._report import DryRunReport, _Options, _State
 
@@ -25,7 +26,11 @@ async def _count_tokens(client: Client, opts: _Options, prompts: list[str]) -> l
 
     async def one(prompt: str) -> int:
         async with gate:
-            options = {"system": opts.system} if opts.system else {}
+            # every option that is input: the system prompt, and a schema's output_config (count_tokens
+            # accepts it and counts the schema and the system prompt the API adds for it)
+            options = with_format(opts.body_options, opts.schema)
+            if opts.system:
+                options = {**options, "system": opts.system}
             return await client.acount_tokens(prompt, model=opts.model, **options)
 
     return list(await asyncio.gather(*(one(p) for p in prompts)))
