@@ -211,3 +211,16 @@ def test_a_dry_run_counts_the_schema_and_the_batches_api_carries_it(emu: Emulato
     (created,) = [r.json for r in emu.requests if r.method == "POST" and r.path == "/v1/messages/batches"]
     formats = [req["params"]["output_config"]["format"]["type"] for req in created["requests"]]
     assert formats == ["json_schema"] * 3
+
+
+def test_an_arrow_table_gets_typed_columns_and_dates_are_temporal(frames_ip: Any) -> None:
+    import pyarrow as pa
+
+    ip = frames_ip
+    ip.user_ns["tbl"] = pa.table({"text": ip.user_ns["df"]["text"].tolist()})
+    run(ip, '%claude_batch tbl "Extract: {text}" --schema "name: str, stock: int?, listed: date" -o tbl')
+    tbl = ip.user_ns.pop("tbl")
+    assert tbl.column_names == ["text", "name", "stock", "listed"]
+    assert (str(tbl.schema.field("stock").type), str(tbl.schema.field("listed").type)) == ("int64", "date32[day]")
+    run(ip, '%claude_batch df.text "Extract: {text}" --schema "name: str, listed: date" -o df')
+    assert str(ip.user_ns["df"]["listed"].dtype).startswith("datetime64")
