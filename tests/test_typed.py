@@ -221,6 +221,7 @@ def test_an_arrow_table_gets_typed_columns_and_dates_are_temporal(frames_ip: Any
     run(ip, '%claude_batch tbl "Extract: {text}" --schema "name: str, stock: int?, listed: date" -o tbl')
     tbl = ip.user_ns.pop("tbl")
     assert tbl.column_names == ["text", "name", "stock", "listed"]
-    assert (str(tbl.schema.field("stock").type), str(tbl.schema.field("listed").type)) == ("int64", "date32[day]")
+    types = (str(tbl.schema.field("stock").type), str(tbl.schema.field("listed").type))
+    assert types == ("int64", "date32[day]")
     run(ip, '%claude_batch df.text "Extract: {text}" --schema "name: str, listed: date" -o df')
     assert str(ip.user_ns["df"]["listed"].dtype).startswith("datetime64")
