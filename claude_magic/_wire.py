@@ -21,7 +21,8 @@ LEGACY_API_VERSION = "2023-06-01"
 API_VERSIONS = (LEGACY_API_VERSION, DEFAULT_API_VERSION)
 SAMPLING_PARAMS = ("temperature", "top_p", "top_k")
 EFFORTS = ("low", "medium", "high", "xhigh", "max")
-# Fields that never change the answer: left out of cache keys.
+# Fields that never change the answer: left out of cache keys (``cache_control`` anywhere in the
+# body too: see ``cache_fields``).
 NOT_IN_CACHE_KEY = frozenset({"stream", "metadata"})
 COUNT_TOKENS_FIELDS = (
     "model",
@@ -205,9 +206,59 @@ def count_tokens_body(body: dict[str, Any]) -> dict[str, Any]:
     return {k: body[k] for k in COUNT_TOKENS_FIELDS if k in body}
 
 
-def cache_fields(body: dict[str, Any]) -> dict[str, Any]:
-    """The part of a request body that shapes the answer."""
-    return {k: v for k, v in body.items() if k not in NOT_IN_CACHE_KEY}
+class CacheFields(dict[str, Any]):
+    """What :func:`cache_fields` returns: the fields (a plain dict to every reader), plus ``legacy``,
+    the fields as keys were computed before ``cache_control`` was left out of them, or None when
+    those are the same. The response cache reads an entry under the legacy key once, when the new
+    key misses, so answers stored (or recorded in cassettes) by earlier versions stay reachable."""
+
+    legacy: dict[str, Any] | None = None
+
+
+def cache_fields(body: dict[str, Any]) -> CacheFields:
+    """The part of a request body that shapes the answer, in one form for requests that differ only
+    in how they are written: without ``stream`` and ``metadata``, without any ``cache_control``
+    (top level, tools, system and message blocks, blocks inside a tool result: a mark changes the
+    price, not the answer), and with a system prompt or a turn's content that is a list of plain
+    text blocks written as the text they join (the API reads a string as one text block; a batch
+    that splits a turn to mark its shared head asks the same question as the string).
+    Idempotent: fields given back to it come back equal, their ``legacy`` kept."""
+    legacy = {k: v for k, v in body.items() if k not in NOT_IN_CACHE_KEY}
+    fields = CacheFields({k: v for k, v in legacy.items() if k != "cache_control"})
+    if isinstance(system := fields.get("system"), list):
+        fields["system"] = _plain(system)
+    if isinstance(tools := fields.get("tools"), list):
+        fields["tools"] = [_unmarked(t) for t in tools]
+    if isinstance(messages := fields.get("messages"), list):
+        fields["messages"] = [_unmarked_message(m) for m in messages]
+    previous = getattr(body, "legacy", None)
+    fields.legacy = previous if previous is not None else (legacy if legacy != fields else None)
+    return fields
+
+
+def _unmarked(block: Any) -> Any:
+    """``block`` without ``cache_control`` (and so the blocks of a tool result's content)."""
+    if not isinstance(block, dict):
+        return block
+    out = {k: v for k, v in block.items() if k != "cache_control"}
+    if isinstance(content := out.get("content"), list):
+        out["content"] = [_unmarked(b) for b in content]
+    return out
+
+
+def _plain(blocks: list[Any]) -> Any:
+    """Blocks without marks; plain text blocks only (``type`` and ``text``) become the text they join."""
+    unmarked = [_unmarked(b) for b in blocks]
+    if unmarked and all(isinstance(b, dict) and b.keys() == {"type", "text"} and b["type"] == "text"
+                        and isinstance(b["text"], str) for b in unmarked):
+        return "".join(b["text"] for b in unmarked)
+    return unmarked
+
+
+def _unmarked_message(message: Any) -> Any:
+    if not isinstance(message, dict) or not isinstance(message.get("content"), list):
+        return message
+    return {**message, "content": _plain(message["content"])}
 
 
 def text_of(content: list[dict[str, Any]]) -> str:

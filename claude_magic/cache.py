@@ -19,8 +19,15 @@ Eviction is diskcache's "least-recently-stored": a read never writes, which keep
 
 Keys are two sha256 digests deep (canonical JSON: sorted keys, no spaces, UTF-8)::
 
-    request = sha256({"body": <request body minus stream and metadata>, "api_version": version})
+    request = sha256({"body": <_wire.cache_fields(body)>, "api_version": version})
     key     = sha256({"host": <API host, lower case, no trailing />, "request": request})
+
+``cache_fields`` is the body minus ``stream``, ``metadata`` and every ``cache_control`` (a mark
+changes the price, not the answer), with lists of plain text blocks written as their text. Keys of
+earlier versions kept the marks and the lists: a body that has neither has the same key as then; for
+one that has them, the key also carries the earlier key (``CacheKey.fallback``), and ``get`` reads
+an entry stored under it once, copying it under the new key (a read-through), so stored answers and
+recorded cassettes stay reachable.
 
 The host is part of the key so that an emulator's (or a proxy's) answer never serves a call to
 the real API; the API key never is. Keeping the request digest apart lets a key be recomputed
@@ -65,6 +72,7 @@ from typing import IO, Any, NamedTuple, TypeVar
 import diskcache
 from diskcache.core import MODE_RAW, MODE_TEXT, UNKNOWN
 
+from ._wire import cache_fields
 from .errors import ConfigError
 from .reply import check_dict
 
@@ -74,8 +82,6 @@ __all__ = ["CacheKey", "CacheStats", "CorruptEntry", "JSONDisk", "ResponseCache"
 log = logging.getLogger(__name__)
 _user_log = logging.getLogger("claude_magic")  # what the person must see: a store that fails
 
-# Request fields that do not shape the answer: whether it streams, and who asked (metadata).
-_IGNORED_FIELDS = frozenset({"stream", "metadata"})
 _TRUE = {"1", "true", "yes", "on"}
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _MISSING = object()
@@ -99,6 +105,7 @@ class CacheKey(str):
 
     host: str
     request: str
+    fallback: CacheKey | None = None  # the key an earlier version gave the same request, if another
 
     def __new__(cls, host: str, request: str) -> CacheKey:
         if not isinstance(request, str) or not _HEX64.fullmatch(request):
@@ -368,10 +375,14 @@ class ResponseCache:
 
     @staticmethod
     def key(body: Mapping[str, Any], *, host: str, api_version: str) -> CacheKey:
-        """The key of a request: see the module docstring. ``body`` minus ``stream`` and
-        ``metadata``, the API version and the host (case-insensitive) shape it; the API key never does."""
-        shaping = {k: v for k, v in body.items() if k not in _IGNORED_FIELDS}
-        return CacheKey(host, _digest({"body": shaping, "api_version": api_version}))
+        """The key of a request: see the module docstring. ``body`` minus what never shapes the answer
+        (``stream``, ``metadata``, ``cache_control``), the API version and the host (case-insensitive)
+        shape it; the API key never does. ``fallback`` is the key earlier versions gave it, when other."""
+        fields = cache_fields(dict(body) if not isinstance(body, dict) else body)
+        key = CacheKey(host, _digest({"body": fields, "api_version": api_version}))
+        if fields.legacy is not None:
+            key.fallback = CacheKey(host, _digest({"body": fields.legacy, "api_version": api_version}))
+        return key
 
     @property
     def broken(self) -> str | None:
@@ -385,10 +396,12 @@ class ResponseCache:
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The stored reply, or None. Counts a hit (with the tokens and dollars it saved) or a miss."""
-        k = str(key)  # JSONDisk takes exactly str, not a CacheKey
-        value = self._responses.run(lambda c: c.get(k, _MISSING), _MISSING)
-        if value is not _MISSING and not self._is_reply(k, value):
-            value = _MISSING
+        value = self._read(str(key))  # JSONDisk takes exactly str, not a CacheKey
+        if value is _MISSING and (old := getattr(key, "fallback", None)) is not None:
+            value = self._read(str(old))
+            if isinstance(value, dict):  # read through: the next lookup finds it under the new key
+                log.debug("cache entry %s… read under its earlier key %s…", str(key)[:12], str(old)[:12])
+                self.set(key, value)
         if not isinstance(value, dict):
             with self._lock:
                 self._misses += 1
@@ -400,6 +413,10 @@ class ResponseCache:
             if isinstance(saved_usd, (int, float)):
                 self._dollars_saved += saved_usd
         return value
+
+    def _read(self, k: str) -> Any:
+        value = self._responses.run(lambda c: c.get(k, _MISSING), _MISSING)
+        return value if value is _MISSING or self._is_reply(k, value) else _MISSING
 
     def _is_reply(self, key: str, value: Any) -> bool:
         """Whether ``value`` is a reply; one that is not is deleted, so it is reported once."""
@@ -424,8 +441,9 @@ class ResponseCache:
         self._responses.run(lambda c: c.delete(k), None)
 
     def __contains__(self, key: str) -> bool:
-        k = str(key)
-        return self._responses.run(lambda c: k in c, False)
+        """Whether ``key`` (or the earlier key it carries) holds an entry; reads nothing, counts nothing."""
+        keys = [str(key)] + ([str(old)] if (old := getattr(key, "fallback", None)) is not None else [])
+        return self._responses.run(lambda c: any(k in c for k in keys), False)
 
     # --- meta side-table -------------------------------------------------------------------
     def get_meta(self, name: str, default: Any = None) -> Any:
