@@ -1,4 +1,4 @@
-"""Prices per model and the cost of a call's usage.
+"""Prices per model, the cost of a call's usage, and what the prompt cache saved on it.
 
 Prices are USD per million tokens, from /work/shared/api-notes.md §9 (models) and §7
 (prompt-caching multipliers), as documented in Nov 2026. A model that is not listed has
@@ -12,6 +12,10 @@ The Message Batches discount (:data:`BATCH_DISCOUNT`) is applied to *every* line
 bill — input, output, cache writes and cache reads. The docs state "50 % of standard
 input and output"; Anthropic's pricing page says the batch discount and the caching
 multipliers stack, so we halve the cache lines too rather than guess a different rule.
+
+:func:`prompt_cache_saved` compares a usage with the same tokens all billed at the input price, and
+:func:`min_cacheable_tokens` gives the shortest prefix a model's prompt cache stores (what decides
+whether a mark is worth sending).
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["BATCH_DISCOUNT", "PRICES", "Price", "cost", "format_cost", "price_for", "resolve_model"]
+__all__ = ["BATCH_DISCOUNT", "MIN_CACHEABLE_TOKENS", "PRICES", "Price", "cost", "format_cost",
+           "min_cacheable_tokens", "price_for", "prompt_cache_saved", "resolve_model"]
 
 BATCH_DISCOUNT = 0.5  # Message Batches bill at half price (api-notes §5)
 
@@ -77,6 +82,20 @@ _LONG_PROMPT: dict[str, tuple[int, Price]] = {
 
 _DATE_SUFFIX = re.compile(r"-(\d{8}|latest)$")  # pre-4.6 pinned IDs: claude-sonnet-4-5-20250929
 
+# The shortest prefix the prompt cache stores, in tokens: a mark that closes fewer does nothing (no
+# error, both cache counts 0). Documented values (prompt-caching page, Nov 2026), then the models
+# released after it, which take their line's value (Fable 5.2, Mythos 5.2) or, for Sonnet 5.5 and
+# Haiku 5.5, DEFAULT_MIN_CACHEABLE: unconfirmed, and a guess on the low side on purpose, since a mark
+# below the real minimum costs nothing while a missing one pays the whole prefix on every request.
+MIN_CACHEABLE_TOKENS: dict[str, int] = {
+    **dict.fromkeys(("claude-fable-5", "claude-fable-5-1", "claude-fable-5-2", "claude-mythos-5",
+                     "claude-mythos-5-1", "claude-mythos-5-2", "claude-opus-5", "claude-opus-5-5"), 512),
+    **dict.fromkeys(("claude-opus-4-8", "claude-sonnet-5", "claude-sonnet-4-6", "claude-sonnet-4-5"), 1024),
+    **dict.fromkeys(("claude-opus-4-7", "claude-mythos-preview"), 2048),
+    **dict.fromkeys(("claude-opus-4-6", "claude-opus-4-5", "claude-haiku-4-5"), 4096),
+}
+DEFAULT_MIN_CACHEABLE = 1024  # the most common documented value (Sonnet 5, 4.6, 4.5; Opus 4.8)
+
 
 def resolve_model(model: str) -> str | None:
     """The priced model ID for ``model`` (dated IDs and ``-latest`` resolve to their alias), or None."""
@@ -98,6 +117,12 @@ def price_for(model: str, prompt_tokens: int = 0) -> Price | None:
     if tier is not None and prompt_tokens > tier[0]:
         return tier[1]
     return PRICES[name]
+
+
+def min_cacheable_tokens(model: str) -> int:
+    """The shortest prefix, in tokens, that ``model``'s prompt cache stores (see MIN_CACHEABLE_TOKENS)."""
+    name = _DATE_SUFFIX.sub("", model.strip().lower()) if isinstance(model, str) else ""
+    return MIN_CACHEABLE_TOKENS.get(name, DEFAULT_MIN_CACHEABLE)
 
 
 _USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
@@ -125,19 +150,25 @@ def _counts(usage: Any) -> tuple[int, int, int, int, int, int]:
     )
 
 
-def cost(model: str, usage: Any, *, batch: bool = False) -> float | None:
-    """USD cost of ``usage`` on ``model``; None when the model's price is unknown.
-
-    ``usage`` is a :class:`claude_magic.reply.Usage` (or any object with its attributes) or the
-    API's ``usage`` dict. ``batch=True`` applies the Message Batches discount to every line.
-    """
+def _bill(usage: Any) -> tuple[int, int, int, int, int]:
+    """(input, output, cache read, 5m writes, 1h writes) of a usage."""
     inp, out, writes, read, w5, w1 = _counts(usage)
     if w5 + w1:
         # Trust the split; tokens the split leaves out of the total are priced as 5m writes.
         w5 += max(0, writes - w5 - w1)
     else:
         w5 = writes
-    price = price_for(model, prompt_tokens=inp + max(writes, w5 + w1) + read)
+    return inp, out, read, w5, w1
+
+
+def cost(model: str, usage: Any, *, batch: bool = False) -> float | None:
+    """USD cost of ``usage`` on ``model``; None when the model's price is unknown.
+
+    ``usage`` is a :class:`claude_magic.reply.Usage` (or any object with its attributes) or the
+    API's ``usage`` dict. ``batch=True`` applies the Message Batches discount to every line.
+    """
+    inp, out, read, w5, w1 = _bill(usage)
+    price = price_for(model, prompt_tokens=inp + w5 + w1 + read)
     if price is None:
         return None
     usd = (
@@ -150,6 +181,22 @@ def cost(model: str, usage: Any, *, batch: bool = False) -> float | None:
     if batch:
         usd *= BATCH_DISCOUNT
     return round(usd, 12)  # drop float noise such as 0.30000000000000004
+
+
+def prompt_cache_saved(model: str, usage: Any, *, batch: bool = False) -> float | None:
+    """USD the prompt cache saved on ``usage`` (as :func:`cost` reads it): its reads priced at the
+    input price rather than the read price, less what its writes paid above the input price. Negative
+    when the writes cost more than the reads saved (a prefix written and never read back); None when
+    the model's price is unknown."""
+    inp, _, read, w5, w1 = _bill(usage)
+    price = price_for(model, prompt_tokens=inp + w5 + w1 + read)
+    if price is None:
+        return None
+    usd = (read * (price.input - price.cache_read) - w5 * (price.cache_write_5m - price.input)
+           - w1 * (price.cache_write_1h - price.input)) / 1_000_000
+    if batch:
+        usd *= BATCH_DISCOUNT
+    return round(usd, 12)
 
 
 def format_cost(usd: float | None) -> str:

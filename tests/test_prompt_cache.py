@@ -1,5 +1,5 @@
 """The response cache's key leaves prompt-cache marks out, and entries stored under the keys of earlier
-versions stay reachable (against the emulator)."""
+versions stay reachable (against the emulator); the prices of the prompt cache."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from canary import TEST_KEY
 
-from claude_magic import _wire
+from claude_magic import _wire, pricing
 from claude_magic.cache import CacheKey, ResponseCache, append_to_cassette
 from claude_magic.client import Client
 from claude_magic.emulator import Emulator
@@ -122,3 +122,28 @@ def test_a_cassette_recorded_with_marks_by_an_earlier_version_still_replays(emu:
                 offline=True, cassette=cassette) as replay:
         assert replay.complete("Hi", system=system, cache_system=True).text == "recorded"
     assert bodies(emu) == []
+
+
+# -- prices -------------------------------------------------------------------------------------------------
+
+
+def test_the_minimum_cacheable_length_is_the_models() -> None:
+    assert pricing.min_cacheable_tokens("claude-opus-4-6") == 4096
+    assert pricing.min_cacheable_tokens("claude-haiku-4-5-20251001") == 4096
+    assert pricing.min_cacheable_tokens("claude-opus-4-7") == 2048
+    assert pricing.min_cacheable_tokens("claude-sonnet-5") == 1024
+    assert pricing.min_cacheable_tokens("claude-opus-5-5") == 512
+    assert pricing.min_cacheable_tokens("claude-fable-5-2") == 512  # its line's value
+    assert pricing.min_cacheable_tokens("claude-haiku-5-5") == pricing.DEFAULT_MIN_CACHEABLE == 1024
+    assert pricing.min_cacheable_tokens("claude-unknown-9") == pricing.DEFAULT_MIN_CACHEABLE
+
+
+def test_prompt_cache_savings_are_reads_at_the_input_price_less_the_write_premium() -> None:
+    saved = pricing.prompt_cache_saved("claude-sonnet-5-5", Usage(cache_creation_input_tokens=1_000_000,
+                                                                 cache_read_input_tokens=10_000_000))
+    assert saved == pytest.approx(10 * (2 - 0.10) - (2.50 - 2))
+    written_1h = {"cache_creation_input_tokens": 1_000_000,
+                  "cache_creation": {"ephemeral_1h_input_tokens": 1_000_000}}
+    lost = pricing.prompt_cache_saved("claude-sonnet-5-5", written_1h)
+    assert lost == pytest.approx(-(4 - 2))
+    assert pricing.prompt_cache_saved("claude-unknown", Usage(cache_read_input_tokens=5)) is None
