@@ -109,6 +109,7 @@ class Session:
         self._emulator_cleanup: weakref.finalize | None = None
         self._past_history: list[Reply] = []
         self._chats: ChatStore | None = None
+        self._systems: dict[tuple[str, str], int] = {}  # (model, system prompt) -> cells that sent it
         self._retired: list[Client] = []  # replaced while background jobs ran on them: closed after
 
     def __repr__(self) -> str:
@@ -205,6 +206,23 @@ class Session:
             "effort": effort or s.effort or None,
         }
         return {k: v for k, v in options.items() if v is not None}
+
+    def repeated_long_system(self, options: dict[str, Any]) -> bool:
+        """Count this request's system prompt; True when it is long enough for the model's prompt cache
+        and this session sent it before: a prompt run again and again with one long system prompt
+        then pays its write once and reads it at a tenth of the input price after (a first, one-off
+        use is not marked, so it never pays the write premium for nothing)."""
+        system = options.get("system")
+        if not isinstance(system, str) or not system:
+            return False
+        from .pricing import min_cacheable_tokens
+
+        model = options.get("model") or (self._client.model if self._client is not None else "")
+        if len(system.encode("utf-8")) / 3 < min_cacheable_tokens(model):  # a generous estimate:
+            return False  # a mark below the minimum does nothing, one missing pays the whole prompt
+        key = (model, system)
+        self._systems[key] = self._systems.get(key, 0) + 1
+        return self._systems[key] > 1
 
     def history(self) -> list[Reply]:
         """Every reply of this session (kept across client rebuilds)."""

@@ -312,6 +312,8 @@ class ClaudeMagics(Magics):
         system = self._interpolated(args.system, args, "-s") if args.system is not None else None
         options = self.session.request_options(model=args.model, max_tokens=args.max_tokens, system=system,
                                                effort=args.effort)
+        if self.session.repeated_long_system(options):
+            options["cache_system"] = True  # the prompt cache keeps it: later cells read it at a tenth
         if args.stop:
             options["stop_sequences"] = [_unescape(s) for s in args.stop]
         if args.thinking:
