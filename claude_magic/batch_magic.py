@@ -117,6 +117,8 @@ def _unquote(token: str) -> str:
           help="USD: start no request that could take the spend past it")
 @argument("--no-cache", action="store_true", help="neither read nor write the response cache")
 @argument("--refresh", action="store_true", help="ask again and overwrite the cached answers")
+@argument("--no-prompt-cache", action="store_true",
+          help="send no prompt-cache marks (by default the prefix the rows share is marked when long enough)")
 @argument("--schema", metavar="SPEC", default=None,
           help="typed answers: a pydantic model or type in the namespace, a dict holding a JSON schema, or "
           "an inline spec in quotes (\"name: str, price: float, currency: str?\"); DEST df takes every "
@@ -154,6 +156,8 @@ def claude_batch(session: Session, shell: Any, line: str, cell: str | None = Non
     options = session.request_options(model=args.model, max_tokens=args.max_tokens, system=args.system)
     if schema is not None:
         options["schema"] = schema
+    if args.no_prompt_cache:
+        options["prompt_cache"] = False
     if args.max_tokens is not None and args.max_tokens < 1:
         raise MagicError(f"--max-tokens must be a positive integer, got {args.max_tokens}")
     if args.budget is not None and not args.budget > 0:

@@ -23,7 +23,10 @@ How a run goes:
    successes, halved when a request needed a retry or failed with 429/529; ``concurrency``
    caps it), request starts paced by a mirror of the account's buckets built from the
    ``anthropic-ratelimit-*`` headers (see ``_pacing``), and the client's own
-   client-wide pause on ``retry-after``. ``api="batch"``: Message Batches at half price
+   client-wide pause on ``retry-after``. The prefix the requests share (system prompt, the
+   template's text before its first placeholder) is marked for the API's prompt cache when it is
+   long enough, and the first marked request goes alone (see ``_prefix``).
+   ``api="batch"``: Message Batches at half price
    (see ``_batches``); the batch id is kept in the cache's meta table so that a
    restart resumes polling instead of paying again.
 4. **Report** — per-row failures never abort the run (they are in ``BatchResult.errors``): a
@@ -57,6 +60,7 @@ from ._dryrun import _dry_run, _peek
 from ._job import BatchJob, JobState
 from ._live import _Budget, _Live
 from ._plan import PromptPlan, plan_prompts
+from ._prefix import expected_use
 from ._report import (
     BatchInterrupted,
     BatchResult,
@@ -90,7 +94,8 @@ _MISSING_TEXT = None
 
 def _resolve_options(client: Client, *, model: str | None, max_tokens: int | None, system: str | None,
                      concurrency: int | None, api: str, budget: float | None, cache: bool, refresh: bool,
-                     poll_interval: float, body_options: dict[str, Any], schema: Any = None) -> _Options:
+                     poll_interval: float, body_options: dict[str, Any], schema: Any = None,
+                     prompt_cache: bool = True) -> _Options:
     if api not in ("live", "batch"):
         raise ConfigError(f"api must be 'live' or 'batch', got {api!r}")
     if tooled := [name for name in ("tools", "tool_choice") if name in body_options]:
@@ -107,7 +112,8 @@ def _resolve_options(client: Client, *, model: str | None, max_tokens: int | Non
                     max_tokens=client.max_tokens if max_tokens is None else max_tokens,
                     system=system or None, concurrency=concurrency, api=api,
                     budget=float(budget) if budget is not None else None, cache=cache, refresh=refresh,
-                    poll_interval=poll_interval, body_options=body_options, schema=schema_of(schema))
+                    poll_interval=poll_interval, body_options=body_options, schema=schema_of(schema),
+                    prompt_cache=bool(prompt_cache))
     opts.body(client, "x")  # checks model, max_tokens and the options before anything is sent
     if opts.schema is not None:
         client.check_typed(opts.model)  # a model without structured outputs: one line, nothing sent
@@ -140,7 +146,7 @@ def _lookup(client: Client, opts: _Options, state: _State) -> tuple[list[int], d
             todo.append(uid)
             continue
         try:
-            state.hit(uid, hit.text, typed_reply(hit, opts.schema).parsed)
+            state.hit(uid, hit.text, typed_reply(hit, opts.schema).parsed, hit.extra.get("saved_cost"))
         except AnswerInvalid as exc:  # stored, and reported again without being paid for again
             state.invalid(uid, exc)
     state.progress.requests_total = len(todo)
@@ -196,6 +202,9 @@ def _finish(plan: PromptPlan, state: _State, opts: _Options, started: float,
         stopped=state.stopped,
         stop=state.stop,
         batch_ids=list(state.batch_ids),
+        cache_write_tokens=state.cache_write_tokens, cache_read_tokens=state.cache_read_tokens,
+        prompt_cache_saved=None if state.prompt_cache_saved is None else round(state.prompt_cache_saved, 10),
+        response_cache_saved=round(state.response_cache_saved, 10),
     )
     skipped = plan.index[plan.skipped]
     reasons = pd.Series(np.where(plan.empty, "empty", "missing"), index=skipped, dtype=object)
@@ -236,6 +245,7 @@ def run_batch(
     poll_interval: float = 2.0,
     background: bool = False,
     schema: Any = None,
+    prompt_cache: bool = True,
     **body_options: Any,
 ) -> Any:
     """Run ``template`` over ``data`` and return a :class:`BatchResult` (see the module doc).
@@ -250,6 +260,10 @@ def run_batch(
     request in flight (its input plus ``max_tokens`` of output) stays within it.
     ``cache=False`` neither reads nor writes the response cache; ``refresh=True`` sends every
     prompt again and overwrites the cached answers.
+    ``prompt_cache``: in live runs, mark the prefix the requests share (the system prompt, the
+    template's text before its first placeholder) for the API's prompt cache when it is long enough,
+    so that it is paid once in full and then at the cache-read price (the first request goes alone);
+    ``False`` sends no mark. The summary shows what the prompt cache wrote, read and saved.
     ``progress(Progress)`` is called on this thread about ten times a second, and once at the end.
     ``background=True``: return a :class:`BatchJob` at once (after the cache lookup) and run in
     the background at ``batch`` priority, below interactive calls; ``progress`` is then called on
@@ -269,7 +283,8 @@ def run_batch(
     try:
         opts = _resolve_options(client, model=model, max_tokens=max_tokens, system=system,
                                 concurrency=concurrency, api=api, budget=budget, cache=cache, refresh=refresh,
-                                poll_interval=poll_interval, body_options=body_options, schema=schema)
+                                poll_interval=poll_interval, body_options=body_options, schema=schema,
+                                prompt_cache=prompt_cache)
         if background and dry_run:
             raise ConfigError("a dry run sends nothing to wait for: drop background=True (or dry_run=True)")
         plan = plan_prompts(template, data)
@@ -298,6 +313,8 @@ def _run(client: Client, plan: PromptPlan, opts: _Options, budget: _Budget | Non
     todo, keys = _lookup(client, opts, state) if not dry_run else _peek(client, opts, state)
     if dry_run:
         report = _dry_run(client, opts, state, todo)
+        report.cache_write_tokens, report.cache_read_tokens, report.prompt_cache_saved = expected_use(
+            plan, opts, todo, report.input_tokens)
         return _finish(plan, state, opts, started, dry_run=report)
     engine: _Live | _Batches
     if opts.api == "batch":
@@ -369,6 +386,7 @@ def map_prompts(
     cache: bool = True,
     refresh: bool = False,
     progress: Callable[[Progress], Any] | None = None,
+    prompt_cache: bool = True,
     **options: Any,
 ) -> Any:
     """Ask Claude ``template`` for every row of ``data``; return the answers as a series of the
@@ -390,7 +408,7 @@ def map_prompts(
     result: BatchResult = run_batch(
         template, data, client=client, model=model, max_tokens=max_tokens, system=system,
         concurrency=concurrency, api=api, dry_run=dry_run, budget=budget, cache=cache,
-        refresh=refresh, progress=progress, **options)
+        refresh=refresh, progress=progress, prompt_cache=prompt_cache, **options)
     if result.aborted is not None:
         raise result.aborted
     if isinstance(result.series, pd.Series):  # polars and Arrow series carry no metadata

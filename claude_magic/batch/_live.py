@@ -1,4 +1,9 @@
 """The live engine: ``client.acomplete`` per unique prompt, paced, within a budget.
+
+When the requests share a prefix marked for the prompt cache (see ``_prefix``), the first marked
+request goes alone and the others start once it has answered: the API can read a cache entry only
+after the response that writes it has begun, so requests sent together would each write the prefix
+(at 1.25x the input price) instead of one writing it and the rest reading it (0.1x).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from ..errors import (
 )
 from ..reply import Reply
 from ._pacing import DEFAULT_MAX_CONCURRENCY, START_WINDOW, _Window
+from ._prefix import SharedPrefix, shared_prefix
 from ._report import Stop, _Options, _State
 
 if TYPE_CHECKING:
@@ -48,10 +54,15 @@ class _Budget:
         self.spent = 0.0
         self.reserved: dict[int, float] = {}
         self.tokens_per_byte = 1 / 3  # prudent before the first reply (CJK is ~1 token per 3 bytes)
+        self.input_price = price.input  # per input token; a run that writes the prompt cache pays more
+
+    def cache_writes(self) -> None:
+        """Requests may write the prompt cache: price their worst case as all input written."""
+        self.input_price = max(self.price.input, self.price.cache_write_5m)
 
     def worst_case(self, prompt: str, system_tokens: int = 0) -> float:
         tokens = len(prompt.encode("utf-8")) * self.tokens_per_byte + system_tokens + 8
-        usd = tokens * self.price.input + self.max_tokens * self.price.output
+        usd = tokens * self.input_price + self.max_tokens * self.price.output
         return usd * self.factor / 1_000_000
 
     def too_big(self, prompt: str) -> BudgetExceeded | None:
@@ -76,8 +87,9 @@ class _Budget:
             self.spent += reply.cost or 0.0
             size = len(prompt.encode("utf-8"))
             if size and reply.usage.total_input:
-                # learn the prompt's ratio, rounded up, but never below a prudent floor
-                self.tokens_per_byte = max(self.tokens_per_byte * 0.5, reply.usage.input_tokens / size * 1.1,
+                # learn the prompt's ratio, rounded up, but never below a prudent floor; from all of its
+                # input: input_tokens alone leaves out what the prompt cache wrote or read
+                self.tokens_per_byte = max(self.tokens_per_byte * 0.5, reply.usage.total_input / size * 1.1,
                                            1 / 8)
 
 
@@ -95,7 +107,9 @@ class _Live:
 
     The client's scheduler paces the starts (its mirror of the rate-limit bucket, headroom for
     interactive requests, fair share between jobs); this engine keeps the concurrency window and the
-    budget: how many of its rows wait for admission or are in flight at once.
+    budget: how many of its rows wait for admission or are in flight at once. ``prefix``: the marks
+    for the prompt cache (None: none); while ``warming``, one request at a time, the first marked one
+    first, until a marked one has answered.
     """
 
     def __init__(self, client: Client, opts: _Options, state: _State, todo: list[int],
@@ -103,8 +117,12 @@ class _Live:
         self.client = client
         self.opts = opts
         self.state = state
-        self.todo = deque(todo)
+        self.prefix: SharedPrefix | None = shared_prefix(state.plan, opts, todo)
+        self.todo = deque(self._probe_first(todo))
+        self.warming = self.prefix is not None
         self.budget = budget
+        if budget is not None and self.prefix is not None:
+            budget.cache_writes()
         cap = opts.concurrency or DEFAULT_MAX_CONCURRENCY
         self.window = _Window(cap, start=min(START_WINDOW, cap) if opts.concurrency is None else START_WINDOW)
         self.job: str | None = None  # set by the caller: the scheduler's id of this run
@@ -115,6 +133,14 @@ class _Live:
         self.first_failures: list[tuple[Any, ...]] = []
         self.changed: asyncio.Event | None = None
         self.stop = False
+
+    def _probe_first(self, todo: list[int]) -> list[int]:
+        """``todo`` with its first marked prompt first (it writes the cache the others read)."""
+        prefix, prompts = self.prefix, self.state.plan.prompts
+        if prefix is None:
+            return todo
+        first = next((i for i, uid in enumerate(todo) if prefix.marks(prompts[uid])), 0)
+        return [todo[first], *todo[:first], *todo[first + 1:]]
 
     async def run(self) -> None:
         with job_context(Priority.BATCH, self.job):  # its tasks' requests too (they copy the context)
@@ -127,6 +153,9 @@ class _Live:
             while self.todo and not self.stop:
                 if self.in_flight >= self._limit():
                     await self._wait_change(1.0)  # the mirror's spare may grow with time alone
+                    continue
+                if self.warming and self.in_flight:
+                    await self._wait_change()  # the others read what the first writes
                     continue
                 uid = self.todo[0]
                 prompt = self.state.plan.prompts[uid]
@@ -177,6 +206,9 @@ class _Live:
 
     async def _one(self, uid: int, started: float) -> None:
         prompt = self.state.plan.prompts[uid]
+        prefix = self.prefix
+        ask, marks = prefix.request(prompt) if prefix is not None else (prompt, {})
+        options = {**marks, **self.opts.call_options()}  # a cache_system the caller gave wins
         reply: Reply | None = None
         try:
             # Known misses: refresh=True skips the client's second lookup but still stores the answer.
@@ -184,14 +216,16 @@ class _Live:
             # at the first token, not a whole answer later.
             unread = self.mirror.requests.rate is None
             reply = await self.client.acomplete(
-                prompt, stream=unread, cache=self.opts.cache, refresh=self.opts.cache,
-                priority=Priority.BATCH, job=self.job, **self.opts.call_options())
+                ask, stream=unread, cache=self.opts.cache, refresh=self.opts.cache,
+                priority=Priority.BATCH, job=self.job, **options)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # every failure is a row's failure; a bug too shows in the table
             self._failed(uid, exc, started)
         else:
             self.state.ok(uid, reply)
+            if self.warming and prefix is not None and prefix.marks(prompt):
+                self._warmed(reply)
             self.successes += 1
             if reply.retries:
                 self._congestion(started)
@@ -205,6 +239,14 @@ class _Live:
             self.changed.set()
             if self.budget is not None:
                 self.budget.settle(uid, reply, prompt)
+
+    def _warmed(self, reply: Reply) -> None:
+        """The first marked request answered: the others may go. When it neither wrote nor read the
+        cache, the prefix is below the model's real minimum (its estimate was too high, or the minimum
+        is not the documented one): the rest go without marks, which would do nothing."""
+        self.warming = False
+        if not (reply.usage.cache_creation_input_tokens or reply.usage.cache_read_input_tokens):
+            self.prefix = None
 
     def _done(self, task: asyncio.Task[None]) -> None:
         """A request's own failures are its row's; one that escapes ``_one`` is a bug of ours:

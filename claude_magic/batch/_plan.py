@@ -11,6 +11,7 @@ a prompt without its subject, or one the API refuses.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +33,8 @@ class PromptPlan:
     rows and ``empty``, aligned to it, whether the row was skipped for an empty value (a string
     of whitespace only) rather than a missing one (a row with both counts as missing).
     ``index``: the rows' labels (pandas' index; positions for polars, Arrow and lists) ·
-    ``table``: the source read, which makes the answers in its own library (:meth:`answers`).
+    ``table``: the source read, which makes the answers in its own library (:meth:`answers`) ·
+    ``template``: the template the prompts were rendered from.
     """
 
     index: pd.Index
@@ -42,6 +44,14 @@ class PromptPlan:
     skipped: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     empty: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=bool))
     table: Table | None = None
+    template: str = ""
+
+    @functools.cached_property
+    def head(self) -> str:
+        """The template's text before its first placeholder, rendered (``{{x}}`` is ``{x}``), which
+        every prompt starts with; empty when the template starts with a placeholder or has none.
+        Computed when first asked for (a run that marks its shared prefix), not while planning."""
+        return _static_head(self.template)
 
     @property
     def rows(self) -> int:
@@ -186,6 +196,35 @@ def _renderer(template: str, aliases: Mapping[str, str]) -> Callable[[dict[str, 
     return slow
 
 
+class _Cut:
+    """Every placeholder's value while the template's head is rendered: whatever the expression reads
+    of it (an attribute, an item) is itself, and its text is a character the template lacks."""
+
+    def __init__(self, mark: str) -> None:
+        self.mark = mark
+
+    def __getattr__(self, name: str) -> _Cut:
+        return self
+
+    def __getitem__(self, key: Any) -> _Cut:
+        return self
+
+    def __str__(self) -> str:
+        return self.mark
+
+
+def _static_head(template: str) -> str:
+    """The template rendered up to its first placeholder (the text every prompt starts with), or ''
+    when it has no placeholder (every row then asks the same thing: there is nothing to share)."""
+    mark = _unused_char(template)
+    if mark is None:
+        return ""
+    cut = _Cut(mark)
+    rendered = interpolate(template, {_first_name(e): cut for e in placeholders(template)})
+    head, found, _ = rendered.partition(mark)
+    return head if found else ""
+
+
 def _unused_char(template: str) -> str | None:
     """A private-use character the template does not contain (None if it holds all 6,400)."""
     used = set(template)
@@ -213,4 +252,5 @@ def plan_prompts(template: str, data: Any) -> PromptPlan:
     codes = np.where(groups >= 0, group_to_prompt[np.maximum(groups, 0)] if len(first_rows) else -1, -1)
     skipped = np.flatnonzero(groups < 0)
     return PromptPlan(index=table.index, codes=codes.astype(np.int64), prompts=list(prompt_ids),
-                      columns=columns, skipped=skipped, empty=blank[skipped], table=table)
+                      columns=columns, skipped=skipped, empty=blank[skipped], table=table,
+                      template=template)

@@ -88,7 +88,15 @@ _STOP_TEXT = {Stop.BUDGET: "stopped before the spend would pass the budget", Sto
 @dataclass
 class BatchSummary:
     """Counts of a run; ``str()`` is the one-line summary printed at the end. ``stop`` says why a
-    run ended early (a :class:`Stop`, else None) and ``stopped`` says it in words."""
+    run ended early (a :class:`Stop`, else None) and ``stopped`` says it in words.
+
+    Two caches save money: the response cache answers a prompt asked before without sending it
+    (``cached_rows``; ``response_cache_saved``: USD those answers cost when they were paid for), and
+    the API's prompt cache bills a prefix shared by the requests once (``cache_write_tokens``, at
+    1.25x the input price) and then at the read price (``cache_read_tokens``, 0.1x or less);
+    ``prompt_cache_saved`` is what that saved against paying every one of those tokens at the input
+    price (None when the model's price is unknown). ``input_tokens`` counts all three kinds of input.
+    """
 
     rows: int
     unique: int
@@ -109,6 +117,10 @@ class BatchSummary:
     stopped: str | None = None
     batch_ids: list[str] = field(default_factory=list)
     stop: Stop | None = None
+    cache_write_tokens: int = 0
+    cache_read_tokens: int = 0
+    prompt_cache_saved: float | None = 0.0
+    response_cache_saved: float = 0.0
 
     @property
     def duplicates(self) -> int:
@@ -117,6 +129,9 @@ class BatchSummary:
     def __str__(self) -> str:
         parts = [f"{self.rows:,} rows → {self.unique:,} unique prompts"]
         parts.append(f"{self.cached_rows:,} rows from cache")
+        if self.cache_write_tokens or self.cache_read_tokens:
+            parts.append(_prompt_cache(self.cache_write_tokens, self.cache_read_tokens,
+                                       self.prompt_cache_saved))
         parts.append(f"{self.sent:,} sent" + (" (Message Batches)" if self.api == "batch" else ""))
         if self.failed_rows:
             parts.append(f"{self.failed_rows:,} failed")
@@ -145,7 +160,10 @@ class DryRunReport:
     ``input_tokens`` estimates the input of the prompts to send (exact when ``counted`` equals
     ``to_send``, else a ratio estimate from a sample spread over prompt lengths, with
     ``input_tokens_low``/``_high`` about two standard errors apart). The cost range runs from
-    no output at all to ``max_tokens`` output for every prompt.
+    no output at all to ``max_tokens`` output for every prompt, all input at the input price.
+    When the run would mark a shared prefix for the prompt cache, ``cache_write_tokens`` (written
+    once) and ``cache_read_tokens`` (read by the other requests) estimate its use and
+    ``prompt_cache_saved`` what it would take off that range (see :class:`BatchSummary`).
     """
 
     rows: int
@@ -163,6 +181,9 @@ class DryRunReport:
     cost_low: float | None
     cost_high: float | None
     skipped_empty: int = 0
+    cache_write_tokens: int = 0
+    cache_read_tokens: int = 0
+    prompt_cache_saved: float | None = 0.0
 
     @property
     def duplicates(self) -> int:
@@ -187,7 +208,11 @@ class DryRunReport:
         if self.cost_low is not None:
             cost = (f"{pricing.format_cost(self.cost_low)}–{pricing.format_cost(self.cost_high)} {price} "
                     f"(output 0–{self.max_tokens:,} tokens each)")
-        return f"{head}; {tokens}; {cost}"
+        line = f"{head}; {tokens}; {cost}"
+        if self.cache_write_tokens or self.cache_read_tokens:
+            line += "; ≈ " + _prompt_cache(self.cache_write_tokens, self.cache_read_tokens,
+                                           self.prompt_cache_saved)
+        return line
 
 
 @dataclass
@@ -252,6 +277,16 @@ def _skip_values(skipped: int, empty: int) -> str:
     return f"{_skip_reasons(skipped, empty)} values"
 
 
+def _prompt_cache(written: int, read: int, saved: float | None) -> str:
+    """``prompt cache 2,010 tokens written, 98,490 read, saved $0.0176`` (or ``cost $0.0001 more``)."""
+    text = f"prompt cache {written:,} tokens written, {read:,} read"
+    if saved is None:
+        return text
+    if saved < 0:
+        return f"{text}, cost {pricing.format_cost(-saved)} more"
+    return f"{text}, saved {pricing.format_cost(saved)}"
+
+
 def _duration(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.1f} s"
@@ -272,6 +307,7 @@ class _Options:
     poll_interval: float
     body_options: dict[str, Any]
     schema: Schema | None = None
+    prompt_cache: bool = True  # mark the prefix the requests share (see _prefix)
 
     def body(self, client: Client, prompt: str) -> dict[str, Any]:
         from .._typed import with_format
@@ -321,6 +357,9 @@ class _State:
         self.started = time.monotonic()
         self.finished_times: deque[float] = deque(maxlen=200)
         self.input_tokens = self.output_tokens = 0
+        self.cache_write_tokens = self.cache_read_tokens = 0
+        self.prompt_cache_saved: float | None = 0.0
+        self.response_cache_saved = 0.0
         self.retries = 0
         self.cost: float | None = 0.0
         self.stop: Stop | None = None
@@ -338,8 +377,10 @@ class _State:
         """The reason in words, as the summary shows it."""
         return None if self.stop is None else _STOP_TEXT[self.stop] + self.stop_detail
 
-    def hit(self, uid: int, text: str, value: Any = None) -> None:
+    def hit(self, uid: int, text: str, value: Any = None, saved: float | None = None) -> None:
+        """A prompt the response cache answered; ``saved``: what its answer cost when it was paid for."""
         self.texts[uid] = text
+        self.response_cache_saved += saved or 0.0
         self.values[uid] = value
         self.cached[uid] = True
         self.progress.done += int(self.weights[uid])
@@ -376,6 +417,12 @@ class _State:
         self.finished_times.append(time.monotonic())
         self.input_tokens += reply.usage.total_input
         self.output_tokens += reply.usage.output_tokens
+        self.cache_write_tokens += reply.usage.cache_creation_input_tokens
+        self.cache_read_tokens += reply.usage.cache_read_input_tokens
+        if reply.usage.cache_creation_input_tokens or reply.usage.cache_read_input_tokens:
+            saved = pricing.prompt_cache_saved(reply.model, reply.usage, batch=reply.batch)
+            if self.prompt_cache_saved is not None:
+                self.prompt_cache_saved = None if saved is None else self.prompt_cache_saved + saved
         self.retries += reply.retries + reply.resumed
         if reply.cost is None:
             self.cost = None
