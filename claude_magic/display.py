@@ -392,20 +392,22 @@ def _make_backend(mode: str) -> Backend:
 
 
 _USAGE_COLUMNS = ("model", "calls", "cache hits", "input", "output", "cache write", "cache read", "cost",
-                  "saved", "retries")
+                  "saved", "prompt cache saved", "retries")
 
 
 def usage_table(replies: Iterable[Reply]) -> tuple[str, str]:
     """Per-model totals of ``replies`` as (Markdown table, plain-text table).
 
     Tokens and cost count what was paid for (calls answered by the API); ``cache hits``
-    are calls answered by the response cache and ``saved`` what they would have cost.
+    are calls answered by the response cache and ``saved`` what they would have cost;
+    ``prompt cache saved`` what the API's prompt cache saved on the calls paid for (its reads at the
+    input price rather than the read price, less the premium its writes paid).
     """
-    from .pricing import format_cost
+    from .pricing import format_cost, prompt_cache_saved
 
     rows: dict[str, list[float]] = {}
     for r in replies:
-        row = rows.setdefault(r.model or "unknown", [0.0] * 9)
+        row = rows.setdefault(r.model or "unknown", [0.0] * 10)
         row[0] += 1
         if r.cached:
             row[1] += 1
@@ -418,12 +420,14 @@ def usage_table(replies: Iterable[Reply]) -> tuple[str, str]:
         row[5] += u.cache_read_input_tokens
         row[6] += r.cost or 0.0
         row[8] += r.retries
+        if u.cache_creation_input_tokens or u.cache_read_input_tokens:
+            row[9] += prompt_cache_saved(r.model, u, batch=r.batch) or 0.0
     if len(rows) > 1:
         rows["total"] = [sum(col) for col in zip(*rows.values(), strict=True)]
 
     def cells(model: str, v: list[float]) -> list[str]:
         ints = [f"{int(x):,}" for x in v[:6]]
-        return [model, *ints, format_cost(v[6]), format_cost(v[7]), f"{int(v[8]):,}"]
+        return [model, *ints, format_cost(v[6]), format_cost(v[7]), format_cost(v[9]), f"{int(v[8]):,}"]
 
     table = [list(_USAGE_COLUMNS)] + [cells(m, v) for m, v in rows.items()]
     if not rows:

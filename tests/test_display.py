@@ -310,11 +310,11 @@ def test_usage_table_counts_paid_calls_and_cache_savings() -> None:
     md, plain = usage_table(replies)
     lines = md.splitlines()
     assert lines[0].startswith("| model | calls | cache hits | input | output | cache write | cache read |")
-    assert lines[2] == "| claude-opus-5-5 | 2 | 1 | 1,200 | 34 | 0 | 0 | $0.0100 | $0.0100 | 1 |"
-    assert lines[3] == "| claude-haiku-5-5 | 1 | 0 | 100 | 10 | 5 | 7 | $0.0002 | $0 | 0 |"
-    assert lines[4] == "| total | 3 | 1 | 1,300 | 44 | 5 | 7 | $0.0102 | $0.0100 | 1 |"
+    assert lines[2] == "| claude-opus-5-5 | 2 | 1 | 1,200 | 34 | 0 | 0 | $0.0100 | $0.0100 | $0 | 1 |"
+    assert lines[3] == "| claude-haiku-5-5 | 1 | 0 | 100 | 10 | 5 | 7 | $0.0002 | $0 | <$0.0001 | 0 |"
+    assert lines[4] == "| total | 3 | 1 | 1,300 | 44 | 5 | 7 | $0.0102 | $0.0100 | <$0.0001 | 1 |"
     assert plain.splitlines()[1].split() == ["claude-opus-5-5", "2", "1", "1,200", "34", "0", "0", "$0.0100",
-                                             "$0.0100", "1"]
+                                             "$0.0100", "$0", "1"]
 
 
 def test_usage_table_without_calls() -> None:
@@ -357,3 +357,12 @@ def test_a_terminal_shows_no_thinking_status_and_the_whole_answer() -> None:
     view.update("…and the answer")
     view.finish(make_reply("…and the answer"))
     assert out.getvalue().startswith("…and the answer\n")
+
+
+def test_usage_table_shows_what_the_prompt_cache_saved() -> None:
+    # 50,000 tokens read from the prompt cache on Haiku 5.5: $0.10 a million at the input price,
+    # $0.01 read: $0.0045 saved
+    reply = _r("claude-haiku-5-5", 0.01, usage=Usage(input_tokens=0, output_tokens=0,
+                                                      cache_read_input_tokens=50_000))
+    md, _ = usage_table([reply])
+    assert md.splitlines()[2].endswith("| $0.0100 | $0 | $0.0045 | 0 |")
