@@ -16,6 +16,7 @@ import signal
 from collections.abc import Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -62,3 +63,25 @@ def batch_clock(monkeypatch: pytest.MonkeyPatch) -> BatchClock:
     clock = BatchClock()
     monkeypatch.setattr(batches, "time", clock)
     return clock
+
+
+# -- the emulator and a client of it, for the tests that talk to it -------------------------------------
+
+
+@pytest.fixture
+def emu(claude_emulator: Any) -> Any:
+    """The session's emulator, its knobs and queues reset (the pytest plugin's ``claude_emulator``)."""
+    return claude_emulator
+
+
+@pytest.fixture
+def client(emu: Any, tmp_path: Path) -> Iterator[Any]:
+    """A Client of the emulator with the canary key, a cache of its own and short answers."""
+    from canary import TEST_KEY
+
+    from claude_magic.client import Client
+
+    c = Client(api_key=TEST_KEY, base_url=emu.url, cache_dir=tmp_path / "cache", max_tokens=16)
+    yield c
+    c.close()
+

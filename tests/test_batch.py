@@ -3,7 +3,6 @@ with its rate limit and faults switched on."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -238,18 +237,6 @@ def test_progress_line() -> None:
 
 # --------------------------------------------------------------------------------------------------
 # against the emulator
-
-
-@pytest.fixture
-def emu(claude_emulator: Emulator) -> Emulator:
-    return claude_emulator
-
-
-@pytest.fixture
-def client(emu: Emulator, tmp_path: Path) -> Iterator[Client]:
-    c = Client(api_key=TEST_KEY, base_url=emu.url, cache_dir=tmp_path / "cache", max_tokens=16)
-    yield c
-    c.close()
 
 
 def posts(emu: Emulator, path: str = "/v1/messages") -> list[Any]:

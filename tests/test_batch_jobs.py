@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import _thread
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -16,18 +15,6 @@ from claude_magic.client import Client
 from claude_magic.emulator import Emulator
 
 MODEL = "claude-haiku-5-5"
-
-
-@pytest.fixture
-def emu(claude_emulator: Emulator) -> Emulator:
-    return claude_emulator
-
-
-@pytest.fixture
-def client(emu: Emulator, tmp_path: Path) -> Iterator[Client]:
-    c = Client(api_key=TEST_KEY, base_url=emu.url, cache_dir=tmp_path / "cache", max_tokens=16)
-    yield c
-    c.close()
 
 
 def questions(n: int, tag: str = "q") -> pd.DataFrame:

@@ -34,18 +34,6 @@ TEMPLATE = RUBRIC + "Review: {review}\nLabel:"
 SHORT = "Label this review in one word: {review}"
 
 
-@pytest.fixture
-def emu(claude_emulator: Emulator) -> Emulator:
-    return claude_emulator
-
-
-@pytest.fixture
-def client(emu: Emulator, tmp_path: Path) -> Iterator[Client]:
-    c = Client(api_key=TEST_KEY, base_url=emu.url, cache_dir=tmp_path / "cache", max_tokens=16)
-    yield c
-    c.close()
-
-
 def reviews(n: int) -> pd.DataFrame:
     return pd.DataFrame({"review": [f"review {i}: the kettle is {'fine' if i % 2 else 'noisy'}"
                                     for i in range(n)]})
