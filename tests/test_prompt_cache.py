@@ -246,11 +246,35 @@ def test_marks_the_api_ignores_are_dropped_after_the_first_answer(emu: Emulator,
     assert result.series.notna().all() and "prompt cache" not in str(result.summary)
 
 
-def test_message_batches_carry_no_marks(emu: Emulator, client: Client) -> None:
-    result = run_batch(TEMPLATE, reviews(4), client=client, model=MODEL, api="batch", poll_interval=0.05)
+def one_hour(body: Any) -> list[Any]:
+    """The ``cache_control`` marks of a body that live an hour."""
+    if isinstance(body, dict):
+        own = [body["cache_control"]] if body.get("cache_control", {}).get("ttl") == "1h" else []
+        return own + [m for v in body.values() for m in one_hour(v)]
+    return [m for v in body for m in one_hour(v)] if isinstance(body, list) else []
+
+
+def test_message_batches_write_the_prefix_live_for_an_hour_first_then_read_it(
+        emu: Emulator, client: Client) -> None:
+    result = run_batch(TEMPLATE, reviews(12), client=client, model=MODEL, api="batch", poll_interval=0.05)
+    [warm] = bodies(emu)  # the first row, live, writes the prefix with a one-hour mark...
+    assert len(one_hour(warm)) == 1 and marks(warm) == 1
     [created] = [r.json for r in emu.requests if r.path == "/v1/messages/batches" and r.method == "POST"]
-    assert len(created["requests"]) == 4 and not marks(created)
-    assert result.series.notna().all()
+    assert len(created["requests"]) == 11  # ... and the batch holds the other rows, with the same mark
+    assert all(len(one_hour(r["params"])) == 1 for r in created["requests"])
+    assert result.series.notna().all() and result.summary.sent == 12
+    s = result.summary
+    assert s.cache_write_tokens > 0 and s.cache_read_tokens == 11 * s.cache_write_tokens
+    unmarked = run_batch(TEMPLATE, reviews(12), client=client, model=MODEL, api="batch", poll_interval=0.05,
+                         prompt_cache=False, refresh=True)
+    assert unmarked.summary.cost is not None and s.cost is not None and s.cost < unmarked.summary.cost
+
+
+def test_a_small_message_batch_is_not_marked_the_live_write_would_cost_more_than_it_saves(
+        emu: Emulator, client: Client) -> None:
+    run_batch(TEMPLATE, reviews(4), client=client, model=MODEL, api="batch", poll_interval=0.05)
+    [created] = [r.json for r in emu.requests if r.path == "/v1/messages/batches" and r.method == "POST"]
+    assert bodies(emu) == [] and len(created["requests"]) == 4 and not marks(created)
 
 
 def test_a_marked_run_finds_what_an_unmarked_run_stored_and_back(emu: Emulator, client: Client,

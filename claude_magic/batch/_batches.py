@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _wire
 from .._scheduler import Priority, job_context
-from .._typed import typed_reply
+from .._typed import typed_reply, with_format
 from ..errors import AnswerInvalid, APIError, ClaudeError, NotFoundError, error_for_status
 from ._live import _Budget
+from ._prefix import shared_prefix
 from ._report import Stop, _Options, _State
 
 if TYPE_CHECKING:
@@ -74,6 +75,7 @@ class _Batches:
         self.keys = keys
         self.budget = budget
         self.job: str | None = None  # set by the caller: the scheduler's id of this run
+        self.prefix = shared_prefix(state.plan, opts, todo)
 
     def _requests(self) -> tuple[list[dict[str, Any]], list[int], dict[str, int]]:
         requests, sizes, by_id = [], [], {}
@@ -85,7 +87,7 @@ class _Batches:
             if self.budget is not None and not self.budget.reserve(uid, prompt):
                 self.state.stop_with(Stop.BUDGET)
                 break
-            body = self.opts.body(self.client, prompt)
+            body = self._body(prompt)
             custom_id = self.keys[uid]  # the cache key: 64 hex characters, within ^[a-zA-Z0-9_-]{1,64}$
             request = {"custom_id": custom_id, "params": body}
             requests.append(request)
@@ -93,11 +95,53 @@ class _Batches:
             by_id[custom_id] = uid
         return requests, sizes, by_id
 
+    def _body(self, prompt: str) -> dict[str, Any]:
+        """The request body of ``prompt``, with the shared prefix's one-hour marks when it has them."""
+        if self.prefix is None or not self.prefix.marks(prompt):
+            return self.opts.body(self.client, prompt)
+        content, marks = self.prefix.request(prompt)
+        return self.client.build_body(content, model=self.opts.model, max_tokens=self.opts.max_tokens,
+                                      system=self.opts.system, **marks,
+                                      **with_format(self.opts.body_options, self.opts.schema))
+
     async def run(self) -> None:
         with job_context(Priority.BATCH, self.job):  # its polls and uploads are batch work
             await self._run()
 
+    async def _prewarm(self) -> None:
+        """Write the shared prefix with a one-hour TTL before the batch runs, through one live request:
+        the first marked row's own (a ``max_tokens: 0`` pre-warm is refused with a schema and inside a
+        batch, so nothing is paid for nothing). Its answer is that row's; a failure leaves the row to
+        the batch, which then runs without a warm prefix."""
+        assert self.prefix is not None
+        plan = self.state.plan
+        uid = next((u for u in self.todo if self.prefix.marks(plan.prompts[u])), None)
+        if uid is None:
+            return
+        prompt = plan.prompts[uid]
+        if self.budget is not None and (self.budget.too_big(prompt) or not self.budget.reserve(uid, prompt)):
+            return  # the batch's own accounting decides about this row
+        content, marks = self.prefix.request(prompt)
+        reply = None
+        try:
+            reply = await self.client.acomplete(
+                content, stream=False, cache=self.opts.cache, refresh=self.opts.cache,
+                priority=Priority.BATCH, job=self.job, **marks, **self.opts.call_options())
+        except AnswerInvalid as exc:  # answered, but not usable: that row's error, as in the batch
+            self.state.fail(uid, exc)
+        except ClaudeError:
+            return
+        else:
+            self.state.ok(uid, reply)
+        finally:
+            if self.budget is not None:
+                self.budget.settle(uid, reply, prompt)
+        self.state.progress.sent += 1
+        self.todo = [u for u in self.todo if u != uid]
+
     async def _run(self) -> None:
+        if self.prefix is not None:
+            await self._prewarm()
         requests, sizes, by_id = self._requests()
         self.state.progress.requests_total = len(requests)
         jobs = [self._job(chunk, by_id) for chunk in _chunks(requests, sizes)]

@@ -503,8 +503,12 @@ class _Handler(BaseHTTPRequestHandler):
         overlap, betas = self.emulator.knobs["continue_overlap"], self._betas()
 
         def run(params: dict) -> dict:
-            _, plan = _plan(params, version, betas, overlap)
-            return _message(params["model"], plan, caching.InputUsage(caching.total_input(params)))
+            spec, plan = _plan(params, version, betas, overlap)
+            # a batch's requests read and write the prompt cache as live ones do (best effort on the API)
+            usage = self.emulator.prompt_cache.account(caching.segments(params), spec.id,
+                                                       min_tokens=self.emulator.knobs["min_cache_tokens"],
+                                                       now=time.monotonic())
+            return _message(params["model"], plan, usage)
 
         batch = self.emulator.batches.create(body, run, float(self.emulator.knobs["batch_duration"]))
         self._send_json(200, self.emulator.batches.to_object(batch, self._base_url()))
