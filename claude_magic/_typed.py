@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import AnswerInvalid, ConfigError
+from .errors import AnswerInvalid, BadRequestError, ConfigError
 
 if TYPE_CHECKING:
     from .reply import Reply
     from .schema import Schema
 
-__all__ = ["check_supported", "schema_of", "typed_reply", "with_format"]
+__all__ = ["check_supported", "explain", "schema_of", "typed_reply", "with_format"]
 
 # Why an answer cannot be what the schema asked for, by stop_reason: the API's own words for it.
 _UNUSABLE = {
@@ -59,6 +59,22 @@ def typed_reply(reply: Reply, schema: Schema | None) -> Reply:
         exc.reply = reply
         raise
     return reply
+
+
+# The 400s no local check can predict: the size of the grammar the API compiles from a schema.
+_COMPILE = ("too complex for compilation", "grammar is too large", "grammar compilation timed out")
+
+
+def explain(error: BaseException, schema: Schema | None) -> BaseException:
+    """A 400 about compiling the schema, said in one line that names it and what to do; any other
+    error as it is."""
+    if schema is None or not isinstance(error, BadRequestError):
+        return error
+    if not any(phrase in str(error).lower() for phrase in _COMPILE):
+        return error
+    return BadRequestError(f"{error.message} (the schema {schema.name} is too big for the API's grammar: "
+                           "fewer fields, shorter enums, fewer optional or union-typed fields)",
+                           status=error.status, type=error.type, request_id=error.request_id)
 
 
 def check_supported(model: str, capabilities: dict[str, Any] | None) -> None:

@@ -40,9 +40,9 @@ from ._call import CONTINUE_PROMPT, GRACE, MAX_RESUMES, Call, read_timeout
 from ._driver import Driver
 from ._loop import LoopThread, route
 from ._scheduler import Priority, Scheduler, Ticket, bucket_of, resolve
-from ._typed import check_supported, schema_of, typed_reply, with_format
+from ._typed import check_supported, explain, schema_of, typed_reply, with_format
 from .cache import ResponseCache, append_to_cassette
-from .errors import CacheMiss, ClaudeError, ConfigError, MissingAPIKey
+from .errors import BadRequestError, CacheMiss, ClaudeError, ConfigError, MissingAPIKey
 from .reply import Reply, Usage
 from .retry import RetryPolicy
 
@@ -377,8 +377,11 @@ class Client:
         if typed is not None:
             self.run(self._check_typed(prep.body["model"]))
         admission = resolve(priority, job)
-        reply = self._bridge.call(lambda emit: self._call(prep, headers, emit, admission=admission),
-                                  route(on_text, on_thinking))
+        try:
+            reply = self._bridge.call(lambda emit: self._call(prep, headers, emit, admission=admission),
+                                      route(on_text, on_thinking))
+        except BadRequestError as exc:
+            raise explain(exc, typed) from None
         return typed_reply(reply, typed)
 
     async def acomplete(
@@ -419,8 +422,11 @@ class Client:
         if typed is not None:
             await self._bridge.on_loop(lambda _: self._check_typed(prep.body["model"]))
         admission = resolve(priority, job)
-        reply = await self._bridge.on_loop(lambda emit: self._call(prep, headers, emit, on_sent, admission),
-                                           route(on_text, on_thinking))
+        try:
+            reply = await self._bridge.on_loop(
+                lambda emit: self._call(prep, headers, emit, on_sent, admission), route(on_text, on_thinking))
+        except BadRequestError as exc:
+            raise explain(exc, typed) from None
         return typed_reply(reply, typed)
 
     async def _call(

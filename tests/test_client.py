@@ -623,3 +623,15 @@ def test_the_driver_retries_resumes_and_ends_on_a_final_error_without_any_http()
     got, call = run([broke_after_text, bad])
     assert isinstance(got, StreamInterrupted) and got.partial == "Hello, wör"
     assert str(got).startswith("incomplete answer: 400 invalid_request_error: no")
+
+
+def test_a_schema_too_big_for_the_api_grammar_is_one_line_that_names_it(make) -> None:
+    server = Server(api_error(404, "not_found_error"),  # no models endpoint: the API decides
+                    api_error(400, "invalid_request_error", "Schema is too complex for compilation."))
+    client = make(server)
+    with pytest.raises(BadRequestError) as info:
+        client.complete("hi", schema="name: str, tags: list[str]", stream=False)
+    message = str(info.value)
+    assert "Schema is too complex for compilation." in message and "\n" not in message
+    assert "the schema inline spec is too big for the API's grammar: fewer fields" in message
+    assert info.value.status == 400
