@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from . import paging
 from .ratelimit import rfc3339
 from .validate import APIError, invalid
 
@@ -125,16 +126,10 @@ class BatchStore:
     def page(self, after_id: str | None, before_id: str | None, limit: int) -> tuple[list[Batch], bool]:
         with self._lock:
             items = list(reversed(self._batches.values()))
-        ids = [b.id for b in items]
-        for name, value in (("after_id", after_id), ("before_id", before_id)):
-            if value is not None and value not in ids:
-                raise invalid(f"{name}: no message batch {value!r}")
-        if after_id is not None:
-            items = items[ids.index(after_id) + 1:]
-        if before_id is not None:
-            idx = ids.index(before_id)
-            return items[max(0, idx - limit):idx], idx > limit
-        return items[:limit], len(items) > limit
+        try:
+            return paging.page(items, [b.id for b in items], after_id, before_id, limit, "message batch")
+        except ValueError as exc:
+            raise invalid(str(exc)) from None
 
     def results(self, batch: Batch) -> list[str]:
         with self._lock:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import paging
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -132,14 +134,4 @@ def capabilities(spec: ModelSpec) -> dict:
 
 def page(after_id: str | None, before_id: str | None, limit: int) -> tuple[list[ModelSpec], bool]:
     """One page of GET /v1/models (newest first) and whether more follow; ValueError names a bad ID."""
-    ids = [m.id for m in MODEL_LIST]
-    for name, value in (("after_id", after_id), ("before_id", before_id)):
-        if value is not None and value not in ids:
-            raise ValueError(f"{name}: no model {value!r}")
-    items = MODEL_LIST
-    if after_id is not None:
-        items = items[ids.index(after_id) + 1:]
-    if before_id is not None:
-        idx = ids.index(before_id)
-        return items[max(0, idx - limit):idx], idx > limit
-    return items[:limit], len(items) > limit
+    return paging.page(MODEL_LIST, [m.id for m in MODEL_LIST], after_id, before_id, limit, "model")
