@@ -993,3 +993,16 @@ def test_a_request_abandoned_mid_body_is_neither_recorded_nor_answered(emu):
     with httpx.Client(base_url=emu.url) as http:
         http.get("/v1/models", headers={"x-api-key": "k", "anthropic-version": "2026-10-21"})
     assert [r.path for r in emu.requests] == ["/v1/models"]
+
+
+def test_list_pages_name_an_unknown_cursor_in_one_line(claude_emulator: Emulator) -> None:
+    headers = {"x-api-key": "k", "anthropic-version": "2023-06-01"}
+    for path, what in (("/v1/models", "model"), ("/v1/messages/batches", "message batch")):
+        r = httpx.get(f"{claude_emulator.url}{path}", params={"after_id": "nope"}, headers=headers)
+        assert r.status_code == 400
+        assert r.json()["error"]["message"] == f"after_id: no {what} 'nope'"
+    models = httpx.get(f"{claude_emulator.url}/v1/models", params={"limit": 2}, headers=headers).json()
+    first = models["data"][0]["id"]
+    after = httpx.get(f"{claude_emulator.url}/v1/models", params={"limit": 2, "after_id": first},
+                      headers=headers).json()
+    assert models["has_more"] and after["data"][0]["id"] == models["data"][1]["id"]
