@@ -85,3 +85,34 @@ def client(emu: Any, tmp_path: Path) -> Iterator[Any]:
     yield c
     c.close()
 
+
+# -- a real redis-server, for the Redis coordinator's tests -----------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One redis-server for the session (skipped where it or redis-py is missing)."""
+    import shutil
+
+    from redis_server import MISSING, RedisServer
+
+    if shutil.which("redis-server") is None:
+        pytest.skip(MISSING)
+    pytest.importorskip("redis", reason="redis-py is not installed: pip install 'claude_magic[redis]'")
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_server(redis_process: Any) -> Any:
+    """The session's redis-server, running (a test may have stopped it) and empty."""
+    if not redis_process.running:
+        redis_process.start()
+    r = redis_process.client()
+    try:
+        r.flushall()
+    finally:
+        r.close()
+    return redis_process
