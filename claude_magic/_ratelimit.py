@@ -13,7 +13,7 @@ from typing import Any
 
 from .reply import Reply
 
-__all__ = ["ADMIT_LAG", "MAX_ADMIT_LAG", "SENT_SLACK", "Bucket", "Mirror"]
+__all__ = ["ADMIT_LAG", "MAX_ADMIT_LAG", "SENT_SLACK", "Allowance", "Bucket", "Mirror", "Spend"]
 
 ADMIT_LAG = 0.01                      # s: from a request leaving to its reading (first guess)
 SENT_SLACK = 0.002                    # s: requests that left this much earlier may arrive later
@@ -188,6 +188,28 @@ class Mirror:
         for name, bucket in self.buckets.items():
             bucket.read(ratelimit, at=at, uncounted=uncounted, cost=self.cost(name), in_flight=in_flight)
 
+    def left(self, mark: int) -> float | None:
+        """When the request of ``mark`` left (None: it has not, or is forgotten)."""
+        start = self.starts.get(mark)
+        return start[1] if start is not None and start[1] < math.inf else None
+
+    def adopt(self, ratelimit: Mapping[str, Any], at: float, now: float) -> None:
+        """Take a reading another client made at ``at`` (our clock): only this client's own starts
+        since are replayed (the others are paced by their share)."""
+        uncounted = sorted(min(s, w) if w == math.inf else w for s, w in self.starts.values()
+                           if w > at - SENT_SLACK)
+        reading = {**ratelimit, "at": now}
+        for name, bucket in self.buckets.items():
+            bucket.read(reading, at=at, uncounted=uncounted, cost=self.cost(name))
+
+    def costs(self) -> dict[str, float]:
+        """What an average request of this run spends from each bucket."""
+        return {name: self.cost(name) for name in self.NAMES}
+
+    def rates(self) -> dict[str, float]:
+        """Each known bucket's refill per second."""
+        return {name: bucket.rate for name, bucket in self.buckets.items() if bucket.rate}
+
     def congested(self) -> None:
         self.lag = min(MAX_ADMIT_LAG, self.lag * 2)
 
@@ -221,3 +243,74 @@ class Mirror:
         counts = [level / cost for name, bucket in self.buckets.items()
                   if (cost := self.cost(name)) > 0 and (level := bucket.available(now)) is not None]
         return min(counts) if counts else None
+
+
+class Spend:
+    """What a client spends per second from each bucket: an exponentially decaying sum of its
+    starts' costs (time constant ``TAU``), so a steady ``r`` requests a second reads ``r``."""
+
+    TAU = 2.0
+
+    def __init__(self) -> None:
+        self.values: dict[str, float] = {}
+        self.at = 0.0
+
+    def _decay(self, now: float) -> float:
+        return math.exp(-max(0.0, now - self.at) / self.TAU)
+
+    def add(self, now: float, costs: Mapping[str, float]) -> None:
+        factor = self._decay(now)
+        for name, cost in costs.items():
+            self.values[name] = self.values.get(name, 0.0) * factor + cost / self.TAU
+        for name in self.values.keys() - costs.keys():
+            self.values[name] *= factor
+        self.at = now
+
+    def per_second(self, now: float) -> dict[str, float]:
+        factor = self._decay(now)
+        return {name: value * factor for name, value in self.values.items() if value * factor > 1e-3}
+
+
+class Allowance:
+    """A client's share of a bucket shared with other clients: per limit, a token bucket refilled at
+    the share's rate and holding ``HOLD`` seconds of it (at least one request's cost). Batch starts
+    wait for it as well as for the mirror of the bucket itself."""
+
+    HOLD = 1.0
+
+    def __init__(self) -> None:
+        self.rates: dict[str, float] = {}
+        self.levels: dict[str, float] = {}
+        self.costs: dict[str, float] = {}
+        self.at: float | None = None
+
+    def _capacity(self, name: str) -> float:
+        return max(self.costs.get(name, 0.0), self.rates[name] * self.HOLD)
+
+    def _refill(self, now: float) -> None:
+        if self.at is not None:
+            for name, rate in self.rates.items():
+                self.levels[name] = min(self._capacity(name),
+                                        self.levels.get(name, 0.0) + rate * max(0.0, now - self.at))
+        self.at = now
+
+    def set(self, rates: Mapping[str, float], costs: Mapping[str, float], now: float) -> None:
+        """A new share (per second of each limit). A new limit starts empty: a share begins when
+        another client joined the bucket, which its mirror has not seen spend yet, so no burst."""
+        self._refill(now)
+        self.rates = {name: rate for name, rate in rates.items() if rate > 0}
+        self.costs = dict(costs)
+        for name in self.rates:
+            self.levels[name] = min(self.levels.get(name, 0.0), self._capacity(name))
+
+    def delay(self, now: float, costs: Mapping[str, float]) -> float:
+        """Seconds until a start costing ``costs`` fits the share."""
+        self._refill(now)
+        waits = [(costs[name] - self.levels.get(name, 0.0)) / rate for name, rate in self.rates.items()
+                 if costs.get(name, 0.0) > self.levels.get(name, 0.0)]
+        return max(waits, default=0.0)
+
+    def take(self, now: float, costs: Mapping[str, float]) -> None:
+        self._refill(now)
+        for name in self.rates:
+            self.levels[name] = self.levels.get(name, 0.0) - costs.get(name, 0.0)

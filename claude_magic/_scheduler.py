@@ -25,6 +25,12 @@ How requests of different urgency share one quota:
   kernel split the capacity equally, and a lone job takes all of it.
 - Time spent queued here is not part of a call's ``max_wait`` (the call's clocks start when it is
   admitted).
+- **Other clients of the same account** (other kernels on this host, or other hosts): with a
+  :class:`~._coordinator.Coordinator`, this scheduler publishes what it spends and whether it has
+  batch work, and batch starts also wait for its share of each bucket (an
+  :class:`~._ratelimit.Allowance`, see :func:`~._coordinator.allowance`); a bucket it never read
+  starts from the freshest reading another member saw (no probe). Interactive requests never wait
+  for a share. A member alone, or a failing store, leaves the mirror as the only gate.
 
 Everything here runs on the client's event loop thread (no locks); the caller's thread reads
 :meth:`Scheduler.snapshot`-style figures only.
@@ -44,7 +50,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._ratelimit import Mirror
+from ._coordinator import READING_AGE, Beat, Coordinator, allowance
+from ._ratelimit import Allowance, Mirror, Spend
 from .errors import ConfigError, OverloadedError, RateLimitError, SpendLimitReached
 from .reply import Reply
 
@@ -52,6 +59,7 @@ __all__ = ["Priority", "Scheduler", "Ticket", "bucket_of", "job_context"]
 
 TICK = 1.0  # s: a waiting dispatcher looks again at least this often (a reading may have come meanwhile)
 PROBE_WAIT = 5.0  # s: the most a job waits for its probe's answer before going on without it
+LINGER = 2.0  # s: a bucket counts as having batch work (or a backlog) this long after it last had
 
 
 class Priority(str, enum.Enum):
@@ -138,6 +146,7 @@ class _Job:
     label: str
     vtime: float = 0.0
     started: int = 0
+    buckets: set[str] = field(default_factory=set)
 
 
 class _Bucket:
@@ -155,15 +164,34 @@ class _Bucket:
         self.probe_at: float | None = None  # when the first batch request (the probe) was admitted
         self.changed: asyncio.Event | None = None
         self.dispatcher: asyncio.Task[None] | None = None
+        # What other clients of the account need to know, and this client's share of the bucket.
+        self.spend = {Priority.BATCH: Spend(), Priority.INTERACTIVE: Spend()}
+        self.batch_in_flight = 0
+        self.last_batch = float("-inf")    # when batch work was last queued, started or ended here
+        self.last_backlog = float("-inf")  # when batch work last waited for the bucket
+        self.allowance: Allowance | None = None
+        self.share: float | None = None    # the allowance as a fraction of the requests limit
+        self.shared: tuple[dict[str, Any], float] | None = None  # freshest exact reading, when it left
 
     def waiting(self) -> int:
         return sum(len(q) for q in self.queues.values())
+
+    def published(self, now: float) -> dict[str, Any] | None:
+        """What the other members see of this bucket (None: nothing worth saying)."""
+        batch = bool(self.waiting() or self.batch_in_flight) or now - self.last_batch < LINGER
+        spend = self.spend[Priority.BATCH].per_second(now)
+        interactive = self.spend[Priority.INTERACTIVE].per_second(now)
+        if not (batch or spend or interactive):
+            return None
+        return {"batch": batch, "backlog": bool(self.waiting()) or now - self.last_backlog < LINGER,
+                "spend": spend, "interactive": interactive, "share": self.share}
 
 
 class Scheduler:
     """Admits every request of one client (see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, coordinator: Coordinator | None = None) -> None:
+        self.coordinator = coordinator
         self._buckets: dict[str, _Bucket] = {}
         self._jobs: dict[str, _Job] = {}  # open jobs (their standing in the fair share)
         self._handles: dict[str, Any] = {}  # every job given a handle, ended ones too (for listings)
@@ -194,6 +222,8 @@ class Scheduler:
         bucket = self._buckets.get(name)
         if bucket is None:
             bucket = self._buckets[name] = _Bucket(name)
+            if self.coordinator is not None and (beat := self.coordinator.fresh()) is not None:
+                self._seed(bucket, beat, time.monotonic())
         return bucket
 
     def mirror(self, bucket: str) -> Mirror:
@@ -225,6 +255,8 @@ class Scheduler:
         """Wait until a request of ``priority`` may start in ``bucket``; returns its ticket."""
         state = self._bucket(bucket)
         queued = time.monotonic()
+        if self.coordinator is not None:
+            self.coordinator.touch(self._publish, self._readings, self._apply)
         if priority is Priority.INTERACTIVE:
             while (wait := max(state.mirror.delay(time.monotonic()),
                                self.paused(bucket, priority))) > 0:
@@ -238,6 +270,7 @@ class Scheduler:
         future: asyncio.Future[Ticket] = asyncio.get_running_loop().create_future()
         entry = (future, queued)
         queue.append(entry)
+        state.last_batch = queued
         self._ensure_dispatcher(state)
         try:
             return await future
@@ -269,10 +302,12 @@ class Scheduler:
         assert state.changed is not None
         while state.waiting():
             now = time.monotonic()
-            wait = max(state.mirror.delay(now, headroom=True), self.paused(state.name, Priority.BATCH, now))
+            wait = max(state.mirror.delay(now, headroom=True), self.paused(state.name, Priority.BATCH, now),
+                       self._share_delay(state, now))
             if self._probing(state, now):
                 wait = TICK  # a probe is out: its answer tells the bucket's size before a burst is sent
             if wait > 0:
+                state.last_backlog = now
                 state.changed.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(state.changed.wait(), min(wait, TICK))
@@ -308,8 +343,17 @@ class Scheduler:
         now = time.monotonic()
         if priority is Priority.BATCH and state.probe_at is None:
             state.probe_at = now
+        costs = state.mirror.costs()
         mark = state.mirror.take(now)
         state.in_flight.add(mark)
+        state.spend[priority].add(now, costs)
+        if priority is Priority.BATCH:
+            state.batch_in_flight += 1
+            state.last_batch = now
+            if state.allowance is not None:
+                state.allowance.take(now, costs)
+            if job is not None and (open_job := self._jobs.get(job)) is not None:
+                open_job.buckets.add(state.name)
         self.admitted[priority] += 1
         return Ticket(state.name, priority, job, mark, now, now - queued, state.mirror)
 
@@ -320,9 +364,13 @@ class Scheduler:
         """The request of ``ticket`` ended with ``reply`` or ``error``; ``reading`` is the newest
         rate-limit reading when there is no reply (a failure may have had no response at all)."""
         state = self._bucket(ticket.bucket)
+        if ticket.mark in state.in_flight and ticket.priority is Priority.BATCH:
+            state.batch_in_flight -= 1
+            state.last_batch = time.monotonic()
         state.in_flight.discard(ticket.mark)
         state.answered = True
         mirror = state.mirror
+        unread = mirror.requests.rate is None
         if reply is not None:
             mirror.learn(reply, interactive=ticket.priority is Priority.INTERACTIVE)
         congested = (reply is not None and reply.retries > 0) or (
@@ -333,9 +381,13 @@ class Scheduler:
         # For a retried or failed request which attempt the reading is from is unknown: it is dated
         # at receipt, with everything in flight subtracted (prudent).
         exact = reply is not None and not reply.retries
+        if exact and reply is not None and reply.ratelimit:
+            self._keep_reading(state, ticket, reply.ratelimit)
         mirror.observe((reply.ratelimit if reply is not None else reading) or {},
                        mark=ticket.mark if exact else None, in_flight=len(state.in_flight))
         mirror.forget(state.in_flight)
+        if unread and mirror.requests.rate is not None:
+            self._first_reading(state)
         self._wake(state)
 
     def read(self, ticket: Ticket, reading: Mapping[str, Any]) -> None:
@@ -345,8 +397,97 @@ class Scheduler:
         if state.answered:
             return  # later readings wait for done(), which knows whether the request was retried
         state.answered = True
+        self._keep_reading(state, ticket, reading)
         state.mirror.observe(reading, mark=ticket.mark, in_flight=len(state.in_flight))
+        self._first_reading(state)
         self._wake(state)
+
+    # -- other clients of the account (see claude_magic._coordinator) ---------------------------------
+
+    @staticmethod
+    def _keep_reading(state: _Bucket, ticket: Ticket, reading: Mapping[str, Any]) -> None:
+        left = state.mirror.left(ticket.mark)
+        if left is not None and (state.shared is None or left > state.shared[1]):
+            headers = {k: v for k, v in reading.items() if k.endswith(("-limit", "-remaining"))}
+            if headers:
+                state.shared = (headers, left)
+
+    def _share_delay(self, state: _Bucket, now: float) -> float:
+        if state.allowance is None or self.coordinator is None or self.coordinator.fresh(now) is None:
+            return 0.0
+        return state.allowance.delay(now, state.mirror.costs())
+
+    def _publish(self) -> dict[str, Any]:
+        """This member's state for the others (on the loop): its buckets and its jobs, no prompt."""
+        now = time.monotonic()
+        buckets = {name: entry for name, state in self._buckets.items()
+                   if (entry := state.published(now)) is not None}
+        return {"buckets": buckets, "jobs": [self._job_entry(job) for job in self._jobs.values()]}
+
+    def _job_entry(self, job: _Job) -> dict[str, Any]:
+        entry: dict[str, Any] = {"id": job.id, "buckets": sorted(job.buckets), "state": "running"}
+        handle = self._handles.get(job.id)
+        if handle is not None:
+            with contextlib.suppress(Exception):  # a listing must not fail a beat
+                progress = handle.progress
+                entry.update(state=str(handle.state), done=progress.done, failed=progress.failed,
+                             total=progress.total)
+        return entry
+
+    def _readings(self) -> dict[str, dict[str, Any]]:
+        coordinator = self.coordinator
+        assert coordinator is not None
+        return {name: {"headers": state.shared[0], "sent": coordinator.store_time(state.shared[1])}
+                for name, state in self._buckets.items() if state.shared is not None}
+
+    def _apply(self, beat: Beat | None) -> None:
+        """A heartbeat's news (None: the store failed, or this member left): shares, first readings."""
+        now = time.monotonic()
+        for state in self._buckets.values():
+            if beat is not None:
+                self._seed(state, beat, now)
+            self._share(state, beat, now)
+
+    def _share(self, state: _Bucket, beat: Beat | None, now: float) -> None:
+        """This member's share of ``state``'s bucket by ``beat`` (and the mirror's rates: a bucket
+        not yet read gets its share when its first reading comes)."""
+        rates = state.mirror.rates()
+        share = (allowance(beat.members, self.coordinator.member, state.name, rates)
+                 if beat is not None and self.coordinator is not None else None)
+        if share is None:
+            state.allowance, state.share = None, None
+        else:
+            if state.allowance is None:
+                state.allowance = Allowance()
+            state.allowance.set(share, state.mirror.costs(), now)
+            state.share = share["requests"] / rates["requests"] if "requests" in share else None
+        self._wake(state)
+
+    def _first_reading(self, state: _Bucket) -> None:
+        if self.coordinator is not None and state.allowance is None:
+            self._share(state, self.coordinator.fresh(), time.monotonic())
+
+    def _others_busy(self, beat: Beat, bucket: str) -> bool:
+        assert self.coordinator is not None
+        return any(isinstance(entry := (s.get("buckets") or {}).get(bucket), dict) and entry.get("batch")
+                   for m, s in beat.members.items() if m != self.coordinator.member)
+
+    def _seed(self, state: _Bucket, beat: Beat, now: float) -> None:
+        """A bucket this client never read starts from the group's freshest reading of it, if no
+        other member is spending from it now: a reading taken before someone's burst would promise
+        what that burst took (measured: two processes starting together, two to four 429s), and
+        then the probe's own reading is the safe start."""
+        reading = beat.readings.get(state.name)
+        if (state.mirror.requests.rate is not None or not isinstance(reading, dict)
+                or self.coordinator is None or self._others_busy(beat, state.name)):
+            return
+        headers, sent = reading.get("headers"), reading.get("sent")
+        if not isinstance(headers, dict) or not isinstance(sent, (int, float)):
+            return
+        at = self.coordinator.local_time(float(sent))
+        if 0 <= now - at <= READING_AGE:
+            state.mirror.adopt(headers, at, now)
+            state.answered = state.mirror.requests.rate is not None or state.answered
 
     def _wake(self, state: _Bucket) -> None:
         if state.changed is not None:

@@ -40,7 +40,7 @@ __all__ = ["CACHE_SETTINGS", "CLIENT_SETTINGS", "EMULATOR_KEY", "EnvironmentSett
 
 # the settings the Client is built with: changing one rebuilds it (on the next use)
 CLIENT_SETTINGS = ("api_key", "base_url", "api_version", "cache_dir", "max_wait", "offline", "cache", "model",
-                   "max_tokens")
+                   "max_tokens", "coordinator")
 # ... and those the response cache is opened with: changing one reopens it too
 CACHE_SETTINGS = ("cache_dir", "offline", "cache")
 EMULATOR_KEY = "sk-emulator-not-a-real-key"
@@ -74,6 +74,9 @@ class Settings(Protocol):
     def kept_base_url(self) -> str | None:
         """The base URL set for this session, password included, or None: the environment's applies."""
 
+    def kept_coordinator(self) -> str | None:
+        """The coordinator set for this session, a password included, or None: the environment's applies."""
+
 
 class EnvironmentSettings:
     """No setting of its own: the Client's defaults and the environment (``ANTHROPIC_API_KEY``,
@@ -93,6 +96,9 @@ class EnvironmentSettings:
         return None
 
     def kept_base_url(self) -> str | None:
+        return None
+
+    def kept_coordinator(self) -> str | None:
         return None
 
 
@@ -147,6 +153,7 @@ class Session:
             max_wait=s.max_wait,
             cache=cache if cache is not None else False,
             offline=s.offline,
+            coordinator=s.kept_coordinator(),
         )
 
     def setting_changed(self, name: str) -> None:

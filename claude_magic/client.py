@@ -37,6 +37,7 @@ import httpx
 from . import _http, _secrets, _wire
 from ._attempt import Attempts
 from ._call import CONTINUE_PROMPT, GRACE, MAX_RESUMES, Call, read_timeout
+from ._coordinator import Coordinator, coordinator_setting, group_of, open_store
 from ._driver import Driver
 from ._loop import LoopThread, route
 from ._scheduler import Priority, Scheduler, Ticket, bucket_of, resolve
@@ -77,8 +78,11 @@ class Client:
     """A client for the Claude Messages API with a response cache, retries and resumed streams.
 
     Settings come from the arguments, then the environment (``ANTHROPIC_API_KEY``,
-    ``ANTHROPIC_BASE_URL``, ``CLAUDE_MAGIC_CACHE_DIR``, ``CLAUDE_MAGIC_OFFLINE``), then
-    defaults. ``cache=False`` turns the response cache off; a ``ResponseCache`` shares one.
+    ``ANTHROPIC_BASE_URL``, ``CLAUDE_MAGIC_CACHE_DIR``, ``CLAUDE_MAGIC_OFFLINE``,
+    ``CLAUDE_MAGIC_COORDINATOR``), then defaults. ``coordinator`` (``auto``, ``none``, a directory or
+    a ``redis://`` URL) is where clients of the same key share its rate limits (see
+    ``claude_magic._coordinator``). ``cache=False`` turns the response cache off; a
+    ``ResponseCache`` shares one.
     ``transport`` is an httpx async transport (``httpx.MockTransport`` in tests).
     ``max_wait`` bounds the seconds a call spends not receiving content (see ``_call``).
     """
@@ -101,6 +105,7 @@ class Client:
         stream_idle_timeout: float = STREAM_IDLE_TIMEOUT,
         retry_policy: RetryPolicy | None = None,
         cassette: str | os.PathLike[str] | None = None,
+        coordinator: str | os.PathLike[str] | None = None,
     ) -> None:
         _secrets.install_log_filter()
         if api_key is not None and (isinstance(api_key, _secrets.Secret) or str(api_key).strip()):
@@ -137,7 +142,11 @@ class Client:
                                   api_version=self.api_version, transport=transport,
                                   max_connections=max_connections)
         self._lock = threading.Lock()
-        self.scheduler = Scheduler()
+        self.coordinator_setting = coordinator_setting(coordinator)
+        store = open_store(self.coordinator_setting,
+                           cache.directory if isinstance(cache, ResponseCache) else cache_dir)
+        self.scheduler = Scheduler(Coordinator(store, group_of(self._netloc, self._api_key))
+                                   if store is not None else None)
         self.history: list[Reply] = []
         self.last_reply: Reply | None = None
         self._replayed: set[str] = set()
@@ -160,6 +169,7 @@ class Client:
             url = url.copy_with(username=None, password=None)
         self.base_url = str(url).rstrip("/")
         self._host = url.host
+        self._netloc = url.netloc.decode("ascii", "replace")
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -610,6 +620,8 @@ class Client:
             return
         self.closed = True
         self._cancel_jobs()
+        if self.scheduler.coordinator is not None:
+            self.scheduler.coordinator.close()
         self._bridge.close(self._attempts.aclose if self._attempts.opened else None)
         if self._owns_cache and self._cache is not None:
             self._cache.close()

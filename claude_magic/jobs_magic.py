@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from .batch import BatchJob
     from .batch_magic import ProgressView
 
-__all__ = ["JOB_NAME", "Deliveries", "JobsMagics", "jobs_table"]
+__all__ = ["JOB_NAME", "Deliveries", "JobsMagics", "jobs_table", "kernels_table"]
 
 JOB_NAME = "_claude_job"  # the last background job, in the user's namespace
 WAIT_ON_CANCEL = 30.0     # s: %claude_jobs cancel waits this long for a job to keep what it answered
@@ -172,6 +172,40 @@ def jobs_table(jobs: list[BatchJob]) -> str:
                      for r in rows)
 
 
+def _share(members: dict[str, Any], state: dict[str, Any], bucket: str, jobs_there: int) -> str:
+    """A job's share of a bucket's limits: its kernel's share, split between the kernel's jobs."""
+    entry = state.get("buckets", {}).get(bucket, {})
+    share = entry.get("share") if isinstance(entry, dict) else None
+    if share is None:
+        rivals = sum(1 for s in members.values() if s.get("buckets", {}).get(bucket, {}).get("batch"))
+        if rivals > 1 or not (isinstance(entry, dict) and entry.get("batch")):
+            return ""
+        share = 1.0
+    return f"{100 * float(share) / max(1, jobs_there):.0f}%"
+
+
+def kernels_table(members: dict[str, Any], me: str | None = None) -> str:
+    """One line per job of every kernel sharing the key (and one for a kernel with no job): the
+    kernel (host:pid), job id, state, rows, the model class it spends from, its share of that limit.
+    No template, no prompt: other people's work is not ours to read."""
+    header = ("kernel", "job", "state", "rows", "limit", "share")
+    rows = [header]
+    for member, state in sorted(members.items(), key=lambda kv: str(kv[1].get("kernel", ""))):
+        kernel = str(state.get("kernel", member)) + (" (this kernel)" if member == me else "")
+        jobs = [j for j in state.get("jobs", []) if isinstance(j, dict)]
+        if not jobs:
+            rows.append((kernel, "", "interactive" if state.get("buckets") else "idle", "", "", ""))
+        for job in jobs:
+            buckets = [b for b in job.get("buckets", []) if isinstance(b, str)] or [""]
+            count = f"{job['done'] + job.get('failed', 0):,}/{job['total']:,}" if "total" in job else ""
+            for bucket in buckets:
+                jobs_there = sum(1 for j in jobs if bucket in j.get("buckets", []))
+                rows.append((kernel, str(job.get("id", "")), str(job.get("state", "")), count,
+                             bucket.split(":", 1)[-1], _share(members, state, bucket, jobs_there)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
 @magics_class
 class JobsMagics(Magics):
     """``%claude_jobs``: this kernel's background batch jobs."""
@@ -182,15 +216,20 @@ class JobsMagics(Magics):
 
     @line_magic
     def claude_jobs(self, line: str = "") -> None:
-        """%claude_jobs [list] | cancel ID|--all | wait [ID]
+        """%claude_jobs [list] [--all-kernels] | cancel ID|--all | wait [ID]
 
         list (the default): this kernel's batch jobs (id, state, rows done/total, rate, ETA, cost
-        so far, the template's head). cancel: stop sending (the rows answered are kept and written
-        to DEST after this cell). wait: wait for a job (every running one without ID) and write its
-        DEST now; the stop button stops the wait, never the job.
+        so far, the template's head); with --all-kernels, the jobs of every kernel that shares this
+        API key through the coordinator, and each one's share of the rate limits (no prompts).
+        cancel: stop sending (the rows answered are kept and written to DEST after this cell).
+        wait: wait for a job (every running one without ID) and write its DEST now; the stop
+        button stops the wait, never the job.
         """
         words = split_args(line)
         action = words[0] if words else "list"
+        if "--all-kernels" in words and [w for w in words if w != "--all-kernels"] in ([], ["list"]):
+            self._all_kernels()
+            return
         jobs = self.session.jobs()
         if action == "list" and len(words) <= 1:
             print(jobs_table(jobs) if jobs else "no batch jobs in this kernel: start one with "
@@ -216,8 +255,25 @@ class JobsMagics(Magics):
                 except Exception:  # noqa: S110 - the failure is shown where the job's bar was
                     pass
             return
-        raise MagicError(f"unknown %claude_jobs arguments {line.strip()!r}: use %claude_jobs, "
-                         "%claude_jobs cancel ID|--all or %claude_jobs wait [ID]")
+        raise MagicError(f"unknown %claude_jobs arguments {line.strip()!r}: use %claude_jobs "
+                         "[--all-kernels], %claude_jobs cancel ID|--all or %claude_jobs wait [ID]")
+
+    def _all_kernels(self) -> None:
+        from ._coordinator import describe
+
+        coordinator = self.session.client.scheduler.coordinator
+        if coordinator is None:
+            raise MagicError("kernels do not share the rate limits here (coordinator is 'none'): "
+                             "%config ClaudeMagics.coordinator = 'auto' turns sharing on")
+        try:
+            members = coordinator.members()
+        except Exception as exc:
+            raise MagicError(f"the coordinator at {coordinator.where} failed ({describe(exc)}): "
+                             "check it, or %config ClaudeMagics.coordinator = 'none'") from None
+        if not members:
+            print(f"no kernel is sending requests with this API key (coordinator: {coordinator.where})")
+            return
+        print(kernels_table(members, coordinator.member))
 
     @staticmethod
     def _job(jobs: list[BatchJob], wanted: str) -> BatchJob:

@@ -33,6 +33,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, Enum, Float, Int, Unicode, observe, validate
 
 from ._boundary import MagicError, show_markdown, split_args
+from ._secrets import redact_url
 from ._session import CLIENT_SETTINGS, Session
 from .errors import AnswerInvalid, ClaudeError
 
@@ -56,6 +57,7 @@ _LITERAL_KEY = re.compile(r"sk-ant-[A-Za-z0-9_-]{20,}")
 # and base URLs set with a password in them.
 _KEYS: dict[int, Any] = {}
 _URLS: dict[int, Any] = {}
+_COORDINATORS: dict[int, Any] = {}
 
 
 class _SecretStr(str):
@@ -128,6 +130,10 @@ class ClaudeMagics(Magics):
                         help="how a stream is shown (auto: a widget in a kernel, text in a terminal; "
                         "final: only the finished answer, for nbval; env CLAUDE_MAGIC_DISPLAY)"))
     max_redraw_rate = _cfg(Float(20.0, help="most redraws a second while streaming"))
+    coordinator = _cfg(Unicode(None, allow_none=True,
+                               help="where kernels using the same key share its rate limits: 'auto' (the "
+                               "cache directory), a shared directory, a redis:// URL, or 'none' (default: "
+                               "env CLAUDE_MAGIC_COORDINATOR, else auto)"))
 
     last_reply: ClassVar[Reply | None] = None
 
@@ -167,23 +173,41 @@ class ClaudeMagics(Magics):
     def _keep_password_apart(self, proposal: Any) -> Any:
         """A ``user:password@`` in base_url stays out of the config and of ``%config ClaudeMagics``,
         as the key does: the trait shows the URL redacted, the whole URL is kept apart."""
-        from ._secrets import Secret, redact_url
+        return self._apart("base_url", _URLS, proposal["value"])
+
+    @validate("coordinator")
+    def _keep_redis_password_apart(self, proposal: Any) -> Any:
+        """As for base_url: a Redis URL's password is kept apart, the trait shows it redacted. The
+        value is checked here, so a typo is one line at ``%config`` time."""
+        from ._coordinator import coordinator_setting
 
         value = proposal["value"]
+        if value is not None:
+            kept = _COORDINATORS.get(id(self.shell))
+            whole = kept.reveal() if kept is not None and redact_url(kept.reveal()) == str(value) else value
+            try:
+                coordinator_setting(whole)
+            except ClaudeError as exc:
+                raise MagicError.of(exc) from None
+        return self._apart("coordinator", _COORDINATORS, value)
+
+    def _apart(self, name: str, kept_values: dict[int, Any], value: Any) -> Any:
+        from ._secrets import Secret
+
         shell = id(self.shell)
         if value is None:
-            _URLS.pop(shell, None)
+            kept_values.pop(shell, None)
             return None
         shown = redact_url(str(value))
-        if shown == str(value):  # no password given: a plain URL, or the redacted one re-applied
-            kept = _URLS.get(shell)
+        if shown == str(value):  # no password given: a plain value, or the redacted one re-applied
+            kept = kept_values.get(shell)
             if kept is None or redact_url(kept.reveal()) != shown:
-                _URLS.pop(shell, None)
+                kept_values.pop(shell, None)
             return value
-        if (kept := _URLS.get(shell)) is None or kept.reveal() != str(value):
-            _URLS[shell] = Secret(str(value))
-            # the shown URL may not change: no change event tells the session
-            self.session.setting_changed("base_url")
+        if (kept := kept_values.get(shell)) is None or kept.reveal() != str(value):
+            kept_values[shell] = Secret(str(value))
+            # the shown value may not change: no change event tells the session
+            self.session.setting_changed(name)
         self._scrub_config()
         return shown
 
@@ -192,6 +216,11 @@ class ClaudeMagics(Magics):
         Session builds the client with it)."""
         kept = _URLS.get(id(self.shell))
         return kept.reveal() if kept is not None and self.base_url else (self.base_url or None)
+
+    def kept_coordinator(self) -> str | None:
+        """The coordinator setting, a Redis password included (None: the environment's applies)."""
+        kept = _COORDINATORS.get(id(self.shell))
+        return kept.reveal() if kept is not None and self.coordinator else (self.coordinator or None)
 
     def update_config(self, config: Any) -> None:
         # %config loads the traits, then merges the raw value into the config object: scrub after
@@ -202,8 +231,6 @@ class ClaudeMagics(Magics):
         """Replace a key or a password in every config object that holds the ClaudeMagics section:
         %config merges it into a copy of each configurable's config (the shell's included), after
         ours; so this also runs after each cell (post_run_cell)."""
-        from ._secrets import redact_url
-
         holders = [self, self.shell, *getattr(self.shell, "configurables", ())]
         for config in {id(c): c for h in holders if (c := getattr(h, "config", None)) is not None}.values():
             section = config.get("ClaudeMagics")
@@ -211,8 +238,9 @@ class ClaudeMagics(Magics):
                 continue
             if section.get("api_key") not in (None, KEY_MARKER):
                 section["api_key"] = KEY_MARKER
-            if isinstance(section.get("base_url"), str):
-                section["base_url"] = redact_url(section["base_url"])
+            for name in ("base_url", "coordinator"):
+                if isinstance(section.get(name), str):
+                    section[name] = redact_url(section[name])
 
     def kept_key(self) -> Any:
         """The key set in this kernel (a Secret), or None: the environment's is the client's default
