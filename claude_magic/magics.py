@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
-from traitlets import Bool, Enum, Float, Int, Unicode, observe, validate
+from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, observe, validate
 
 from ._boundary import MagicError, show_markdown, split_args
 from ._secrets import redact_url
@@ -99,6 +99,12 @@ def _unescape(text: str) -> str:
     return text.replace("\\n", "\n").replace("\\t", "\t")
 
 
+class _SettingError(TraitError):
+    """A refused setting, in one line. A TraitError, because traitlets restores the previous value
+    only for one (any other error leaves the refused value in the trait: a bad key would stay in
+    the config listing)."""
+
+
 def _cfg(trait: T) -> T:
     return trait.tag(config=True)  # type: ignore[no-any-return,attr-defined]
 
@@ -158,7 +164,7 @@ class ClaudeMagics(Magics):
         try:
             key = check_api_key(str(value), "%config ClaudeMagics.api_key")
         except ClaudeError as exc:
-            raise MagicError.of(exc) from None
+            raise _SettingError(str(MagicError.of(exc))) from None
         if key is None:
             _KEYS.pop(id(self.shell), None)
             return None
@@ -188,7 +194,7 @@ class ClaudeMagics(Magics):
             try:
                 coordinator_setting(whole)
             except ClaudeError as exc:
-                raise MagicError.of(exc) from None
+                raise _SettingError(str(MagicError.of(exc))) from None
         return self._apart("coordinator", _COORDINATORS, value)
 
     def _apart(self, name: str, kept_values: dict[int, Any], value: Any) -> Any:

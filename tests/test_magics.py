@@ -404,6 +404,7 @@ def test_a_bad_key_in_config_is_one_line_and_not_shown(ip: Any, capsys: pytest.C
     out = capsys.readouterr()
     text = out.out + out.err + caplog.text
     assert "NUL" in text and "0123456789abcdef" not in text
+    assert ip.find_cell_magic("claude").__self__.api_key is None  # refused: not kept in the trait either
 
 
 def test_interpolating_the_key_is_refused(ip: Any, emu: Any, monkeypatch: pytest.MonkeyPatch) -> None:
