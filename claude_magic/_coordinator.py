@@ -51,7 +51,8 @@ from typing import Any, Protocol
 from . import _secrets
 from .errors import ConfigError
 
-__all__ = ["Beat", "Coordinator", "DirStore", "Store", "allowance", "group_of", "open_store"]
+__all__ = ["Beat", "Coordinator", "DirStore", "Store", "allowance", "group_of", "open_store",
+           "open_store_or_warn"]
 
 log = logging.getLogger("claude_magic")
 
@@ -205,6 +206,18 @@ def open_store(setting: str, cache_dir: str | os.PathLike[str] | None = None) ->
         base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
         return DirStore(base / "coordination")
     return DirStore(setting)
+
+
+def open_store_or_warn(setting: str, cache_dir: str | os.PathLike[str] | None = None) -> Store | None:
+    """:func:`open_store`, but a store that cannot be opened (redis-py missing, a malformed Redis URL)
+    is one warning and no sharing: sharing saves quota, and a call must never fail for want of it.
+    (``%config ClaudeMagics.coordinator`` refuses such a value when it is set.)"""
+    try:
+        return open_store(setting, cache_dir)
+    except ConfigError as exc:
+        log.warning("claude_magic: no sharing of the rate limits with other kernels: %s; pacing alone "
+                    "from the rate-limit headers", exc)
+        return None
 
 
 def allowance(members: Mapping[str, Mapping[str, Any]], me: str, bucket: str,

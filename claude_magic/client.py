@@ -37,7 +37,7 @@ import httpx
 from . import _http, _secrets, _wire
 from ._attempt import Attempts
 from ._call import CONTINUE_PROMPT, GRACE, MAX_RESUMES, Call, read_timeout
-from ._coordinator import Coordinator, coordinator_setting, group_of, open_store
+from ._coordinator import Coordinator, coordinator_setting, group_of, open_store_or_warn
 from ._driver import Driver
 from ._loop import LoopThread, route
 from ._scheduler import Priority, Scheduler, Ticket, bucket_of, resolve
@@ -143,8 +143,8 @@ class Client:
                                   max_connections=max_connections)
         self._lock = threading.Lock()
         self.coordinator_setting = coordinator_setting(coordinator)
-        store = open_store(self.coordinator_setting,
-                           cache.directory if isinstance(cache, ResponseCache) else cache_dir)
+        store = open_store_or_warn(self.coordinator_setting,
+                                   cache.directory if isinstance(cache, ResponseCache) else cache_dir)
         self.scheduler = Scheduler(Coordinator(store, group_of(self._netloc, self._api_key))
                                    if store is not None else None)
         self.history: list[Reply] = []

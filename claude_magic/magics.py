@@ -185,14 +185,16 @@ class ClaudeMagics(Magics):
     def _keep_redis_password_apart(self, proposal: Any) -> Any:
         """As for base_url: a Redis URL's password is kept apart, the trait shows it redacted. The
         value is checked here, so a typo is one line at ``%config`` time."""
-        from ._coordinator import coordinator_setting
+        from ._coordinator import coordinator_setting, open_store
 
         value = proposal["value"]
         if value is not None:
             kept = _COORDINATORS.get(id(self.shell))
             whole = kept.reveal() if kept is not None and redact_url(kept.reveal()) == str(value) else value
             try:
-                coordinator_setting(whole)
+                store = open_store(coordinator_setting(whole))  # a malformed URL, redis-py missing
+                if store is not None:
+                    store.close()
             except ClaudeError as exc:
                 raise _SettingError(str(MagicError.of(exc))) from None
         return self._apart("coordinator", _COORDINATORS, value)

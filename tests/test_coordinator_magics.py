@@ -165,3 +165,35 @@ def test_hosts_whose_clocks_differ_by_minutes_agree_on_leases_through_redis(
     finally:
         here.close()
         there.close()
+
+
+def test_a_malformed_redis_url_is_refused_at_config_time_and_only_warned_about_from_the_environment(
+        ip: Any, emu: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    pytest.importorskip("redis")
+    ip.run_cell("%config ClaudeMagics.coordinator = 'redis://127.0.0.1:not-a-port/0'")
+    out = capsys.readouterr()
+    assert "is not a Redis URL" in out.out + out.err + caplog.text
+    assert ip.find_cell_magic("claude").__self__.coordinator is None
+    # from the environment nothing can refuse it early: calls go on, pacing alone, after one warning
+    monkeypatch.setenv("CLAUDE_MAGIC_COORDINATOR", "redis://127.0.0.1:not-a-port/0")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="claude_magic"):
+        with Client(api_key=TEST_KEY, base_url=emu.url, cache_dir=tmp_path / "c", max_tokens=8) as client:
+            assert client.scheduler.coordinator is None
+            assert client.complete("hello").stop_reason in ("end_turn", "max_tokens")
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert warning.startswith("claude_magic: no sharing of the rate limits with other kernels: the "
+                              "coordinator 'redis://127.0.0.1:not-a-port/0' is not a Redis URL (")
+    assert warning.endswith("; pacing alone from the rate-limit headers") and "\n" not in warning
+
+
+def test_without_redis_py_a_redis_coordinator_names_the_extra_to_install(
+        ip: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "redis", None)
+    ip.run_cell("%config ClaudeMagics.coordinator = 'redis://127.0.0.1:6379/0'")
+    out = capsys.readouterr()
+    assert "pip install 'claude_magic[redis]'" in out.out + out.err + caplog.text
