@@ -358,3 +358,49 @@ def test_closing_leaves_no_coordinator_thread(emu: Any, tmp_path: Path) -> None:
     client.close()
     assert not [t for t in threading.enumerate() if t.name.startswith("claude_magic-coordinator")]
     assert math.isfinite(coordinator.offset)
+
+
+def test_a_message_batches_job_holds_no_share_of_the_messages_limits(emu: Any, tmp_path: Path) -> None:
+    from canary import TEST_KEY
+
+    from claude_magic.batch import run_batch
+    from claude_magic.client import Client
+
+    with Client(api_key=TEST_KEY, base_url=emu.url, cache_dir=tmp_path / "c", max_tokens=8) as client:
+        published: list[dict[str, Any]] = []
+        scheduler = client.scheduler
+        publish = scheduler._publish
+
+        def spy() -> dict[str, Any]:
+            published.append(publish())
+            return published[-1]
+
+        scheduler._publish = spy  # type: ignore[method-assign]
+        job = run_batch("Tag {value}", [f"review {i}" for i in range(12)], client=client,
+                        model="claude-haiku-5-5", api="batch", poll_interval=0.05, background=True)
+        assert job.result(timeout=60).summary.succeeded_rows == 12
+    assert published  # it beat while the job ran
+    batch_buckets = {name for state in published for name, entry in state["buckets"].items()
+                     if entry["batch"]}
+    assert batch_buckets == {"batches"}
+
+
+def test_a_reading_is_not_adopted_while_another_member_spends_from_the_bucket(tmp_path: Path) -> None:
+    busy = Coordinator(DirStore(tmp_path), "g")
+    joining = Coordinator(DirStore(tmp_path), "g")
+    scheduler = Scheduler(joining)
+
+    async def run() -> None:
+        reading = {BUCKET: {"headers": {"requests-limit": "600", "requests-remaining": "599"},
+                            "sent": busy.store_time(time.monotonic() - 0.1)}}
+        await busy.beat_once(lambda: member(spend=10.0), lambda: reading, lambda _: None)
+        await joining.beat_once(scheduler._publish, scheduler._readings, scheduler._apply)
+        # taken before the busy member's burst: it would promise what the burst took; the probe reads it
+        assert scheduler.mirror(BUCKET).requests.rate is None
+        assert not scheduler._buckets[BUCKET].answered
+
+    try:
+        asyncio.run(run())
+    finally:
+        busy.close()
+        joining.close()
