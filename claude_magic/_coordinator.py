@@ -14,9 +14,12 @@ host and a hash of the key, never the key) meet in a small shared store instead:
 - **Fair share** (:func:`allowance`): while N members have batch work in a bucket, each may spend
   ``max(C/N, C - what the others use)`` per second of each of the bucket's limits, where ``C`` is the
   limit less the members' interactive use, and a backlogged member counts as using at least its
-  ``C/N``. So N backlogged members split it evenly at once, a member that uses less than its share
-  leaves the rest to the others (work-conserving), a lone member is not limited at all, and a member
-  that ends or dies gives its share back with its lease. The scheduler gates batch starts by the
+  ``C/N``; but never more than the others leave (``C`` less each backlogged member's published
+  allowance, or what it spends if it has none). So N backlogged members split it evenly, a member
+  that uses less than its share leaves the rest to the others (work-conserving), a lone member is
+  not limited at all, a member joining one that spends the whole limit gets its half once that one
+  has published its own smaller allowance (a beat or two: no overdrawn bucket meanwhile), and a
+  member that ends or dies gives its share back with its lease. The scheduler gates batch starts by the
   allowance (:class:`~._ratelimit.Allowance`) as well as by its mirror of the bucket; interactive
   requests never wait for it.
 - **A reading to start from.** A member that joins adopts the group's freshest reading of a bucket
@@ -244,13 +247,21 @@ def allowance(members: Mapping[str, Mapping[str, Any]], me: str, bucket: str,
             continue
         capacity = max(0.0, rate - sum(use("interactive", s, name) for s in members.values()))
         fair = capacity / len(active)
-        others = 0.0
+        others = claims = 0.0
         for member in active:
             if member == me or member not in members:
                 continue
-            spent = use("spend", members[member], name)
-            others += max(spent, fair) if entry(members[member]).get("backlog") else spent
-        out[name] = max(fair, capacity - others)
+            state = members[member]
+            spent = use("spend", state, name)
+            backlog = bool(entry(state).get("backlog"))
+            others += max(spent, fair) if backlog else spent
+            allowed = entry(state).get("allowed")
+            published = backlog and isinstance(allowed, dict) and name in allowed
+            claims += use("allowed", state, name) if published else spent
+        # Never more than the others leave: a member that was alone spends the whole limit until its
+        # next beat tells it someone joined, and a joiner that took its half at once would overdraw
+        # the bucket (429s for everyone, interactive requests included) for that long.
+        out[name] = max(0.0, min(max(fair, capacity - others), capacity - claims))
     return out or None
 
 
@@ -267,7 +278,7 @@ class Coordinator:
         self.store = store
         self.group = group
         self.member = uuid.uuid4().hex[:12]
-        self.kernel = f"{socket.gethostname()}:{os.getpid()}"
+        self.kernel = f"{_user()}@{socket.gethostname()}:{os.getpid()}"
         self.period, self.ttl, self.idle = period, ttl, idle
         self.last: Beat | None = None      # the last beat that succeeded
         self.last_at = -math.inf           # when it returned (monotonic)
@@ -382,6 +393,16 @@ class Coordinator:
             self._pool.shutdown(wait=True, cancel_futures=True)
         with contextlib.suppress(Exception):
             self.store.close()
+
+
+def _user() -> str:
+    """Who runs this kernel, for the listings of the people sharing a key (``?`` if unknown)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name in some containers: not worth failing for
+        return "?"
 
 
 def describe(exc: BaseException) -> str:

@@ -277,6 +277,7 @@ class Allowance:
     wait for it as well as for the mirror of the bucket itself."""
 
     HOLD = 1.0
+    NONE = 60.0  # s: the wait a share of nothing gives (until the next beat changes it)
 
     def __init__(self) -> None:
         self.rates: dict[str, float] = {}
@@ -298,7 +299,7 @@ class Allowance:
         """A new share (per second of each limit). A new limit starts empty: a share begins when
         another client joined the bucket, which its mirror has not seen spend yet, so no burst."""
         self._refill(now)
-        self.rates = {name: rate for name, rate in rates.items() if rate > 0}
+        self.rates = {name: max(0.0, rate) for name, rate in rates.items()}
         self.costs = dict(costs)
         for name in self.rates:
             self.levels[name] = min(self.levels.get(name, 0.0), self._capacity(name))
@@ -306,8 +307,8 @@ class Allowance:
     def delay(self, now: float, costs: Mapping[str, float]) -> float:
         """Seconds until a start costing ``costs`` fits the share."""
         self._refill(now)
-        waits = [(costs[name] - self.levels.get(name, 0.0)) / rate for name, rate in self.rates.items()
-                 if costs.get(name, 0.0) > self.levels.get(name, 0.0)]
+        waits = [(costs[name] - self.levels.get(name, 0.0)) / rate if rate > 0 else self.NONE
+                 for name, rate in self.rates.items() if costs.get(name, 0.0) > self.levels.get(name, 0.0)]
         return max(waits, default=0.0)
 
     def take(self, now: float, costs: Mapping[str, float]) -> None:

@@ -184,7 +184,8 @@ class _Bucket:
         if not (batch or spend or interactive):
             return None
         return {"batch": batch, "backlog": bool(self.waiting()) or now - self.last_backlog < LINGER,
-                "spend": spend, "interactive": interactive, "share": self.share}
+                "spend": spend, "interactive": interactive, "share": self.share,
+                "allowed": dict(self.allowance.rates) if self.allowance is not None else None}
 
 
 class Scheduler:

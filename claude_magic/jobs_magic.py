@@ -186,7 +186,7 @@ def _share(members: dict[str, Any], state: dict[str, Any], bucket: str, jobs_the
 
 def kernels_table(members: dict[str, Any], me: str | None = None) -> str:
     """One line per job of every kernel sharing the key (and one for a kernel with no job): the
-    kernel (host:pid), job id, state, rows, the model class it spends from, its share of that limit.
+    kernel (user@host:pid), job id, state, rows, the model class it spends from, its share of that limit.
     No template, no prompt: other people's work is not ours to read."""
     header = ("kernel", "job", "state", "rows", "limit", "share")
     rows = [header]

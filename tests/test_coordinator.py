@@ -31,10 +31,10 @@ RATES = {"requests": 10.0, "tokens": 1000.0}
 
 
 def member(batch: bool = True, backlog: bool = True, spend: float = 0.0, interactive: float = 0.0,
-           tokens: float = 0.0) -> dict[str, Any]:
+           tokens: float = 0.0, allowed: dict[str, float] | None = None) -> dict[str, Any]:
     return {"buckets": {BUCKET: {"batch": batch, "backlog": backlog,
                                  "spend": {"requests": spend, "tokens": tokens},
-                                 "interactive": {"requests": interactive}}}}
+                                 "interactive": {"requests": interactive}, "allowed": allowed}}}
 
 
 class Clock:
@@ -55,8 +55,9 @@ def test_a_member_alone_has_no_limit_but_the_mirror() -> None:
     assert allowance({"a": member(), "b": member(batch=False, interactive=1.0)}, "a", BUCKET, RATES) is None
 
 
-def test_backlogged_members_split_every_limit_evenly_at_once() -> None:
-    members = {"a": member(spend=10.0, tokens=1000.0), "b": member(), "c": member()}
+def test_backlogged_members_split_every_limit_evenly() -> None:
+    third = {"requests": 10.0 / 3, "tokens": 1000.0 / 3}
+    members = {"a": member(spend=10.0, tokens=1000.0, allowed=third), "b": member(), "c": member()}
     for me in members:
         share = allowance(members, me, BUCKET, RATES)
         assert share == pytest.approx({"requests": 10.0 / 3, "tokens": 1000.0 / 3})
@@ -75,8 +76,22 @@ def test_interactive_use_comes_off_the_top_before_the_split() -> None:
 
 
 def test_a_member_joining_counts_itself_before_the_store_lists_it() -> None:
-    assert allowance({"a": member(spend=10.0)}, "new", BUCKET, RATES) == pytest.approx(
-        {"requests": 5.0, "tokens": 500.0})
+    share = allowance({"a": member()}, "new", BUCKET, RATES)
+    assert share == pytest.approx({"requests": 5.0, "tokens": 500.0})
+
+
+def test_a_joiner_takes_only_what_the_incumbent_leaves_until_it_publishes_its_smaller_share() -> None:
+    # the incumbent was alone: it spends every request a second, and will until its next beat
+    incumbent = member(spend=10.0, tokens=200.0)
+    assert allowance({"a": incumbent}, "new", BUCKET, RATES) == pytest.approx({"requests": 0.0,
+                                                                                "tokens": 500.0})
+    # its beat: it sees the joiner, backlogged, and halves its own share...
+    members = {"a": incumbent, "new": member(allowed={"requests": 0.0, "tokens": 500.0})}
+    halved = allowance(members, "a", BUCKET, RATES)
+    assert halved == pytest.approx({"requests": 5.0, "tokens": 500.0})
+    # ...which the joiner's next beat reads: now it has half, and the bucket was never overdrawn
+    members["a"] = member(spend=10.0, tokens=200.0, allowed=halved)
+    assert allowance(members, "new", BUCKET, RATES) == pytest.approx({"requests": 5.0, "tokens": 500.0})
 
 
 def test_malformed_states_from_the_store_count_for_nothing() -> None:
@@ -242,7 +257,7 @@ def test_a_scheduler_with_a_backlogged_rival_starts_batch_requests_at_half_the_r
     async def run() -> None:
         mirror = scheduler.mirror(BUCKET)
         mirror.observe(headers(600, 0.0))  # 10 requests a second, a full bucket
-        await rival.beat_once(lambda: member(spend=10.0), dict, lambda _: None)
+        await rival.beat_once(lambda: member(spend=10.0, allowed={"requests": 5.0}), dict, lambda _: None)
         seen = await coordinator.beat_once(scheduler._publish, scheduler._readings, scheduler._apply)
         assert seen is not None and len(seen.members) == 2
         state = scheduler._buckets[BUCKET]

@@ -74,6 +74,10 @@ def test_two_processes_split_a_binding_limit_equally_through_a_shared_directory(
                      model="claude-haiku-5-5", max_tokens=8)
 
     def ask() -> None:  # a third kernel's person asks while both batches run
+        deadline = time.monotonic() + 60
+        while sum(r.path == "/v1/messages" for r in emu.requests) < 20:
+            assert time.monotonic() < deadline, "the batches did not start within 60 s"
+            time.sleep(0.01)
         while len(replies) < 5:
             replies.append(analyst.complete(f"an analyst's question {len(replies)}"))
 
