@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +165,21 @@ def test_a_client_shares_through_its_cache_directory_by_default(emu: Any, tmp_pa
 # -- heartbeats and leases -------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def pair(tmp_path: Path, clock: Clock) -> Iterator[tuple[Coordinator, Coordinator]]:
+    """Two members of one group, in one store directory, on the test's clock."""
+    a = Coordinator(DirStore(tmp_path / "store", clock), "g")
+    b = Coordinator(DirStore(tmp_path / "store", clock), "g")
+    yield a, b
+    a.close()
+    b.close()
+
+
 def beat(coordinator: Coordinator, state: dict[str, Any] | None = None,
          readings: dict[str, Any] | None = None) -> Beat | None:
     seen: list[Beat | None] = []
@@ -173,52 +189,41 @@ def beat(coordinator: Coordinator, state: dict[str, Any] | None = None,
     return result
 
 
-def test_a_member_that_stops_beating_is_gone_once_its_lease_runs_out(tmp_path: Path) -> None:
-    clock = Clock()
-    a = Coordinator(DirStore(tmp_path, clock), "g")
-    b = Coordinator(DirStore(tmp_path, clock), "g")
-    try:
-        beat(a, member())
-        seen = beat(b, member())
-        assert seen is not None and set(seen.members) == {a.member, b.member}
-        assert allowance(seen.members, a.member, BUCKET, RATES) == pytest.approx({"requests": 5.0,
-                                                                                  "tokens": 500.0})
-        clock.now += a.ttl - 0.1  # b beats, a does not (a kernel killed with SIGKILL)
-        seen = beat(b, member())
-        assert seen is not None and a.member in seen.members
-        clock.now += 0.2
-        seen = beat(b, member())
-        assert seen is not None and set(seen.members) == {b.member}
-        assert allowance(seen.members, b.member, BUCKET, RATES) is None  # its share came back
-    finally:
-        a.close()
-        b.close()
+def test_a_member_that_stops_beating_is_gone_once_its_lease_runs_out(
+        pair: tuple[Coordinator, Coordinator], clock: Clock) -> None:
+    a, b = pair
+    beat(a, member())
+    seen = beat(b, member())
+    assert seen is not None and set(seen.members) == {a.member, b.member}
+    assert allowance(seen.members, a.member, BUCKET, RATES) == pytest.approx({"requests": 5.0,
+                                                                              "tokens": 500.0})
+    clock.now += a.ttl - 0.1  # b beats, a does not (a kernel killed with SIGKILL)
+    seen = beat(b, member())
+    assert seen is not None and a.member in seen.members
+    clock.now += 0.2
+    seen = beat(b, member())
+    assert seen is not None and set(seen.members) == {b.member}
+    assert allowance(seen.members, b.member, BUCKET, RATES) is None  # its share came back
 
 
-def test_a_member_that_closes_leaves_at_once(tmp_path: Path) -> None:
-    a = Coordinator(DirStore(tmp_path), "g")
-    b = Coordinator(DirStore(tmp_path), "g")
+def test_a_member_that_closes_leaves_at_once(pair: tuple[Coordinator, Coordinator]) -> None:
+    a, b = pair
     beat(a, member())
     beat(b, member())
     a.close()
     assert set(b.members()) == {b.member}
-    b.close()
 
 
-def test_readings_are_shared_in_the_stores_clock(tmp_path: Path) -> None:
-    clock = Clock()
-    a = Coordinator(DirStore(tmp_path, clock), "g")
-    try:
-        first = beat(a, member())
-        assert first is not None
-        sent = a.store_time(5.0)
-        assert a.local_time(sent) == pytest.approx(5.0)
-        seen = beat(a, member(), {BUCKET: {"headers": {"requests-limit": "600"}, "sent": sent}})
-        assert seen is not None and seen.readings[BUCKET]["sent"] == sent
-        older = beat(a, member(), {BUCKET: {"headers": {"requests-limit": "1"}, "sent": sent - 1}})
-        assert older is not None and older.readings[BUCKET]["headers"] == {"requests-limit": "600"}
-    finally:
-        a.close()
+def test_readings_are_shared_in_the_stores_clock(pair: tuple[Coordinator, Coordinator]) -> None:
+    a, _ = pair
+    first = beat(a, member())
+    assert first is not None
+    sent = a.store_time(5.0)
+    assert a.local_time(sent) == pytest.approx(5.0)
+    seen = beat(a, member(), {BUCKET: {"headers": {"requests-limit": "600"}, "sent": sent}})
+    assert seen is not None and seen.readings[BUCKET]["sent"] == sent
+    older = beat(a, member(), {BUCKET: {"headers": {"requests-limit": "1"}, "sent": sent - 1}})
+    assert older is not None and older.readings[BUCKET]["headers"] == {"requests-limit": "600"}
 
 
 def test_the_store_never_sees_the_key_a_prompt_or_a_template(emu: Any, tmp_path: Path) -> None:
@@ -248,10 +253,9 @@ def headers(remaining: float, at: float) -> dict[str, Any]:
     return {"requests-limit": "600", "requests-remaining": str(remaining), "at": at}
 
 
-def test_a_scheduler_with_a_backlogged_rival_starts_batch_requests_at_half_the_rate(tmp_path: Path) -> None:
-    clock = Clock()
-    rival = Coordinator(DirStore(tmp_path, clock), "g")
-    coordinator = Coordinator(DirStore(tmp_path, clock), "g")
+def test_a_scheduler_with_a_backlogged_rival_starts_batch_requests_at_half_the_rate(
+        pair: tuple[Coordinator, Coordinator], clock: Clock) -> None:
+    rival, coordinator = pair
     scheduler = Scheduler(coordinator)
 
     async def run() -> None:
@@ -281,16 +285,12 @@ def test_a_scheduler_with_a_backlogged_rival_starts_batch_requests_at_half_the_r
         await coordinator.beat_once(scheduler._publish, scheduler._readings, scheduler._apply)
         assert state.allowance is None and state.share is None
 
-    try:
-        asyncio.run(run())
-    finally:
-        rival.close()
-        coordinator.close()
+    asyncio.run(run())
 
 
-def test_a_bucket_never_read_starts_from_the_groups_reading_without_a_probe(tmp_path: Path) -> None:
-    first = Coordinator(DirStore(tmp_path), "g")
-    second = Coordinator(DirStore(tmp_path), "g")
+def test_a_bucket_never_read_starts_from_the_groups_reading_without_a_probe(
+        pair: tuple[Coordinator, Coordinator]) -> None:
+    first, second = pair
     scheduler = Scheduler(second)
 
     async def run() -> None:
@@ -306,11 +306,7 @@ def test_a_bucket_never_read_starts_from_the_groups_reading_without_a_probe(tmp_
         assert mirror.requests.available(time.monotonic()) == pytest.approx(3.0, abs=0.5)
         assert scheduler._buckets[BUCKET].answered  # no probe: the size is known
 
-    try:
-        asyncio.run(run())
-    finally:
-        first.close()
-        second.close()
+    asyncio.run(run())
 
 
 # -- a store that fails ----------------------------------------------------------------------------------
@@ -400,9 +396,9 @@ def test_a_message_batches_job_holds_no_share_of_the_messages_limits(emu: Any, t
     assert batch_buckets == {"batches"}
 
 
-def test_a_reading_is_not_adopted_while_another_member_spends_from_the_bucket(tmp_path: Path) -> None:
-    busy = Coordinator(DirStore(tmp_path), "g")
-    joining = Coordinator(DirStore(tmp_path), "g")
+def test_a_reading_is_not_adopted_while_another_member_spends_from_the_bucket(
+        pair: tuple[Coordinator, Coordinator]) -> None:
+    busy, joining = pair
     scheduler = Scheduler(joining)
 
     async def run() -> None:
@@ -414,8 +410,4 @@ def test_a_reading_is_not_adopted_while_another_member_spends_from_the_bucket(tm
         assert scheduler.mirror(BUCKET).requests.rate is None
         assert not scheduler._buckets[BUCKET].answered
 
-    try:
-        asyncio.run(run())
-    finally:
-        busy.close()
-        joining.close()
+    asyncio.run(run())
