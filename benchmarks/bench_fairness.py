@@ -371,6 +371,8 @@ def run_scenario(key: str, coordinator: str, args: argparse.Namespace, tmp: Path
         sampler = Sampler(emu)
         sampler.start()
         watcher = Watcher(coordinator, emu.url) if coordinator != "none" else None
+        if watcher is not None:
+            watcher.start()
         logs = tmp / f"{key}-logs"
         logs.mkdir()
         workers: dict[str, Worker] = {}
@@ -382,8 +384,6 @@ def run_scenario(key: str, coordinator: str, args: argparse.Namespace, tmp: Path
                 workers[name] = Worker(spec, logs)
             for w in workers.values():
                 w.wait("ready", START_DEADLINE)
-            if watcher is not None:
-                watcher.start()
             caller = workers[CALLER]
             caller.go()  # idle calls
             caller.wait("calls", args.calls * args.spacing + 60, phase="idle")
