@@ -289,10 +289,12 @@ class Allowance:
         return max(self.costs.get(name, 0.0), self.rates[name] * self.HOLD)
 
     def _refill(self, now: float) -> None:
+        if self.at is not None and now <= self.at:
+            return  # before the end of a pause it was emptied for: nothing refills yet
         if self.at is not None:
             for name, rate in self.rates.items():
-                self.levels[name] = min(self._capacity(name),
-                                        self.levels.get(name, 0.0) + rate * max(0.0, now - self.at))
+                refilled = self.levels.get(name, 0.0) + rate * (now - self.at)
+                self.levels[name] = min(self._capacity(name), refilled)
         self.at = now
 
     def set(self, rates: Mapping[str, float], costs: Mapping[str, float], now: float) -> None:
@@ -310,6 +312,11 @@ class Allowance:
         waits = [(costs[name] - self.levels.get(name, 0.0)) / rate if rate > 0 else self.NONE
                  for name, rate in self.rates.items() if costs.get(name, 0.0) > self.levels.get(name, 0.0)]
         return max(waits, default=0.0)
+
+    def empty(self, at: float) -> None:
+        """Nothing saved up to ``at`` (the end of a pause): the share refills from then."""
+        self.levels = dict.fromkeys(self.rates, 0.0)
+        self.at = max(self.at or at, at)
 
     def take(self, now: float, costs: Mapping[str, float]) -> None:
         self._refill(now)

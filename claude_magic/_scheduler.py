@@ -235,6 +235,10 @@ class Scheduler:
         """The server asked a request of ``priority`` to wait (``retry-after``) until ``until``."""
         state = self._bucket(bucket)
         state.pause[priority] = max(state.pause.get(priority, 0.0), until)
+        if state.allowance is not None:
+            # what the share saved during the pause is not owed: spent at once after it, it was a
+            # burst that met the next 429 (measured: a chain of them, one a second, at 3 kernels)
+            state.allowance.empty(until)
         self._wake(state)
 
     def paused(self, bucket: str, priority: Priority, now: float | None = None) -> float:

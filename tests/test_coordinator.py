@@ -124,6 +124,11 @@ def test_an_allowance_starts_empty_and_paces_starts_at_its_rate() -> None:
     share.set({"requests": 1.0}, costs, now=5.0)  # the share halves: the level is capped to the new hold
     share.take(5.0, costs)
     assert share.delay(5.0, costs) == pytest.approx(1.0)
+    # a retry-after pause until 10: nothing saved meanwhile is owed after it (no burst into the bucket)
+    share.empty(10.0)
+    assert share.delay(7.0, costs) == pytest.approx(1.0)  # asked during the pause: nothing refilled
+    assert share.delay(10.0, costs) == pytest.approx(1.0)
+    assert share.delay(11.0, costs) == 0
 
 
 # -- settings and the coordination key -------------------------------------------------------------------
