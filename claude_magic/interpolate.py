@@ -23,8 +23,14 @@ Values become text with ``str()``, except tables: a pandas DataFrame or Series (
 DataFrame) is sent whole as CSV up to :data:`TABLE_LIMIT` characters; beyond that the first rows
 that fit are sent and a note says what was cut (pandas' own ``str()`` shows 10 of 240 rows).
 A value that contains a secret (the configured API key: ``{os.environ}``) is refused, naming
-the placeholder. A ``:kind`` suffix (``{photo:image}``, ``{report:pdf}``) is reserved for
-content blocks.
+the placeholder.
+
+Images, figures and PDFs: with a ``media`` converter (see :func:`render`), a value the converter
+recognises (a matplotlib figure, a PIL image, image or PDF bytes, a ``Path`` to one) becomes a
+content block at that point of the prompt, and the text before and after stays in order
+(:attr:`Rendered.parts`). A string is text, always, unless the placeholder says otherwise:
+``{photo:image}``, ``{report:pdf}`` (a path or an http(s) URL). Without a converter a ``:kind``
+placeholder is refused in one line.
 
 A defined name whose attribute, index or key fails raises ``InterpolationError``:
 the user clearly meant that variable, and silently sending the literal text would
@@ -36,22 +42,26 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["TABLE_LIMIT", "InterpolationError", "Rendered", "interpolate", "placeholders", "render"]
+__all__ = ["BLOCK_KINDS", "TABLE_LIMIT", "InterpolationError", "MediaHook", "Rendered", "interpolate",
+           "placeholders", "render"]
 
 TABLE_LIMIT = 100_000  # characters of CSV a table placeholder sends at most
 _TABLE_ROWS = 5_000  # rows rendered at first (a bigger table is cut anyway)
-BLOCK_KINDS = ("image", "pdf", "document", "file")
+BLOCK_KINDS = ("image", "pdf")  # {photo:image}, {report:pdf}
+_MEDIA_MARK = "\x00media{}\x00"
+_MEDIA_SPLIT = re.compile("\x00media(\\d+)\x00")
 
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 _INDEX = r"""\[\s*(?:-?\d+|'[^'\\\n\]]*'|"[^"\\\n\]]*")\s*\]"""
 _EXPR = rf"{_IDENT}(?:\.{_IDENT}|{_INDEX})*"
-_PLACEHOLDER = re.compile(rf"\{{\{{(?P<escaped>{_EXPR})\}}\}}|\{{(?P<expr>{_EXPR})\}}")
+_PLACEHOLDER = re.compile(rf"\{{\{{(?P<escaped>{_EXPR})\}}\}}"
+                          rf"|\{{(?P<expr>{_EXPR})(?::(?P<kind>{'|'.join(BLOCK_KINDS)}))?\}}")
 _STEP = re.compile(rf"\.(?P<attr>{_IDENT})|\[\s*(?P<index>[^\]]*?)\s*\]")
 
 # Spans that are LaTeX arguments: a command with its brace groups (``\frac{a}{b}``,
@@ -68,14 +78,26 @@ _LOOKS_LIKE = re.compile(
 _KIND = re.compile(rf"^(?P<expr>{_EXPR}):(?P<kind>{_IDENT})$")
 
 
+# media(value, kind, where) -> a content object for the value, or None (it is text); raises for a value
+# that cannot be sent (``where`` names the placeholder). ``kind`` is "image", "pdf" or None.
+MediaHook = Callable[[Any, "str | None", str], Any]
+
+
 @dataclass
 class Rendered:
     """A prompt after interpolation: ``text``, the ``{…}`` left as written that look like
-    placeholders (``unresolved``, each with why), and ``notes`` (what was cut from a table)."""
+    placeholders (``unresolved``, each with why), and ``notes`` (what was cut from a table).
+    ``parts``: the text pieces and the media objects (what the ``media`` hook returned) in prompt
+    order; ``[text]`` when there is no media. In ``text`` a medium stands as ``[image {name}]``."""
 
     text: str
     unresolved: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    parts: list[Any] = field(default_factory=list)
+
+    @property
+    def media(self) -> list[Any]:
+        return [p for p in self.parts if not isinstance(p, str)]
 
     def warning(self) -> str | None:
         """One line naming every unresolved placeholder and the fix, or None."""
@@ -100,37 +122,51 @@ def interpolate(text: str, namespace: Mapping[str, Any]) -> str:
     return render(text, namespace).text
 
 
-def render(text: str, namespace: Mapping[str, Any], *, secrets: Iterable[str] = ()) -> Rendered:
+def render(text: str, namespace: Mapping[str, Any], *, secrets: Iterable[str] = (),
+           media: MediaHook | None = None) -> Rendered:
     """``text`` with its placeholders filled (see the module doc), what was left and what was cut.
-    Raises InterpolationError for a value holding one of ``secrets``, a reserved ``:kind``, or a
-    defined name whose attribute, index or ``str()`` fails."""
+    ``media``: turns a value into a content object (None: it is text); without it, a ``:kind``
+    placeholder is refused. Raises InterpolationError for a value holding one of ``secrets``, a
+    ``:kind`` without ``media``, or a defined name whose attribute, index or ``str()`` fails."""
     if "{" not in text:
-        return Rendered(text)
+        return Rendered(text, parts=[text])
     protected = _protected_spans(text)
     secrets = [s for s in secrets if s]
     out = Rendered("")
+    found: list[Any] = []
 
     def substitute(m: re.Match[str]) -> str:
         if _inside(m, protected):
             return m[0]
         if m["escaped"] is not None:
             return "{" + m["escaped"] + "}"
+        kind = m["kind"]
+        if kind is not None and media is None:
+            raise InterpolationError(f"cannot interpolate {m[0]}: images and PDFs are not sent from here; "
+                                     f"drop :{kind} to send the value as text")
         value = _resolve(m["expr"], namespace)
         if value is _MISSING:
             out.unresolved.append(f"{m[0]} (not defined)")
             return m[0]
+        if media is not None:
+            item = media(value, kind, m[0])
+            if item is not None:
+                found.append(item)
+                return _MEDIA_MARK.format(len(found) - 1)
         return _text_of(m["expr"], value, secrets, out.notes)
 
-    out.text = _PLACEHOLDER.sub(substitute, text)
+    marked = _PLACEHOLDER.sub(substitute, text)
+    out.parts = [found[int(piece)] if i % 2 else piece
+                 for i, piece in enumerate(_MEDIA_SPLIT.split(marked)) if i % 2 or piece]
+    out.text = _MEDIA_SPLIT.sub(lambda mark: f"[{found[int(mark[1])]!s}]", marked)
     filled = {m.span() for m in _PLACEHOLDER.finditer(text)}
     for m in _LOOKS_LIKE.finditer(text):
         if m.span() in filled or _inside(m, protected):
             continue
         kind = _KIND.match(m["expr"])
-        if kind and kind["kind"] in BLOCK_KINDS:
-            raise InterpolationError(
-                f"cannot interpolate {m[0]}: images, PDFs and files in prompts are not supported yet; "
-                f"drop :{kind['kind']} to send the value as text")
+        if kind and kind["kind"] in ("document", "file", "img", "photo", "figure"):
+            raise InterpolationError(f"cannot interpolate {m[0]}: the kinds of content are :image and :pdf; "
+                                     f"write {{{kind['expr']}:image}} or {{{kind['expr']}:pdf}}")
         why = "a call: nothing is evaluated" if "(" in m["expr"] else (
             "a format spec" if ":" in m["expr"] else "not defined")
         out.unresolved.append(f"{m[0]} ({why})")

@@ -158,9 +158,35 @@ def test_code_json_latex_and_filled_placeholders_are_not_listed(text: str) -> No
     assert render(text, NS).unresolved == []
 
 
-def test_a_reserved_kind_is_refused_in_one_line() -> None:
-    with pytest.raises(InterpolationError, match=r"\{photo:image\}.*not supported yet"):
+def test_a_kind_without_a_media_converter_is_refused_in_one_line() -> None:
+    with pytest.raises(InterpolationError, match=r"\{photo:image\}: images and PDFs are not sent from here"):
         render("What is in {photo:image}?", {"photo": "x.png"})
+    with pytest.raises(InterpolationError, match=r"the kinds of content are :image and :pdf"):
+        render("Summarise {report:document}", {"report": "x.pdf"}, media=lambda v, k, w: None)
+
+
+class Shown:
+    def __init__(self, value: object, kind: str | None, where: str) -> None:
+        self.value, self.kind, self.where = value, kind, where
+
+    def __str__(self) -> str:
+        return f"shown {self.where}"
+
+
+def test_media_become_parts_in_prompt_order_and_strings_stay_text_unless_the_kind_says() -> None:
+    def hook(value: object, kind: str | None, where: str) -> Shown | None:
+        return Shown(value, kind, where) if kind or isinstance(value, bytes) else None
+
+    ns = {"fig": b"\x89PNG...", "name": "a.png", "photo": "b.png"}
+    out = render("Compare {fig} with {photo:image}, named {name}.", ns, media=hook)
+    assert [p if isinstance(p, str) else (p.value, p.kind, p.where) for p in out.parts] == [
+        "Compare ", (b"\x89PNG...", None, "{fig}"), " with ", ("b.png", "image", "{photo:image}"),
+        ", named a.png."]
+    assert out.text == "Compare [shown {fig}] with [shown {photo:image}], named a.png."
+    assert [m.where for m in out.media] == ["{fig}", "{photo:image}"]
+    assert render("{fig}", ns, media=hook).parts[0].where == "{fig}"  # no empty text around it
+    assert render("plain {name}", ns, media=hook).parts == ["plain a.png"]
+    assert render("no braces", ns).parts == ["no braces"]
 
 
 def test_a_value_holding_the_key_is_refused_and_named() -> None:
