@@ -37,7 +37,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from . import caching, faults, structured
 from .batches import BatchStore
-from .body import BodyUnread, ClientGone, read_json
+from .body import BodyUnread, ClientGone, parse_json, read_bytes
+from .files import FileStore, Form, is_form, parse_form
 from .generate import Plan, plan_reply
 from .knobs import DEFAULT_KNOBS, LIMIT_KNOBS
 from .knobs import check as check_knobs
@@ -77,6 +78,11 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
         ("DELETE", r"^/v1/messages/batches/([^/]+)$", "batch_delete"),
         ("POST", r"^/v1/messages/batches/([^/]+)/cancel$", "batch_cancel"),
         ("GET", r"^/v1/messages/batches/([^/]+)/results$", "batch_results"),
+        ("POST", r"^/v1/files$", "file_upload"),
+        ("GET", r"^/v1/files$", "file_list"),
+        ("GET", r"^/v1/files/([^/]+)$", "file_get"),
+        ("DELETE", r"^/v1/files/([^/]+)$", "file_delete"),
+        ("GET", r"^/v1/files/([^/]+)/content$", "file_content"),
         ("GET", r"^/v1/models$", "models"),
         ("GET", r"^/v1/models/([^/]+)$", "model"),
     ]
@@ -133,6 +139,7 @@ class Emulator:
         self._connections: set[socket.socket] = set()
         self.prompt_cache = caching.PromptCache()
         self.batches = BatchStore()
+        self.files = FileStore()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -232,7 +239,7 @@ class Emulator:
             return list(self._records)
 
     def reset(self, *, knobs: bool = False) -> None:
-        """Clear faults, records, rate-limit state, batches and the prompt cache.
+        """Clear faults, records, rate-limit state, batches, uploaded files and the prompt cache.
 
         ``knobs=True`` also restores the knobs given to the constructor.
         """
@@ -244,6 +251,7 @@ class Emulator:
             self._limiter = RateLimiter(self._knobs["rpm"], self._knobs["tpm"], self._knobs["burst"])
         self.prompt_cache.clear()
         self.batches.clear()
+        self.files.clear()
 
     # -- used by the handler ------------------------------------------------------------------------
     def _record(self, record: RecordedRequest) -> None:
@@ -319,7 +327,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             try:
                 body = self._read_body(path)
-                record = RecordedRequest(self.command, path, split.query, self._safe_headers(), body)
+                recorded = body.summary() if isinstance(body, Form) else body  # never a file's bytes
+                record = RecordedRequest(self.command, path, split.query, self._safe_headers(), recorded)
                 self.emulator._record(record)
                 self._route(path, parse_qs(split.query), body)
             except APIError as exc:
@@ -350,11 +359,16 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
     def _read_body(self, path: str) -> Any:
+        """The JSON body, or the parsed :class:`~.files.Form` of a multipart/form-data one."""
         try:
-            return read_json(self.rfile, self.headers, path)
+            raw = read_bytes(self.rfile, self.headers, path)
         except BodyUnread:
             self.close_connection = True
             raise
+        content_type = self.headers.get("content-type")
+        if raw and is_form(content_type):
+            return parse_form(raw, str(content_type))
+        return parse_json(raw)
 
     def _safe_headers(self) -> dict[str, str]:
         return {k.lower(): ("REDACTED" if k.lower() in REDACTED else v) for k, v in self.headers.items()}
@@ -535,6 +549,23 @@ class _Handler(BaseHTTPRequestHandler):
         items, more = self.emulator.batches.page(after, before, limit)
         base = self._base_url()
         self._send_json(200, _page([self.emulator.batches.to_object(b, base) for b in items], more))
+
+    # -- Files API ----------------------------------------------------------------------------------
+    def _h_file_upload(self, body: Any, version: str, query: dict, fault: Any) -> None:
+        self._send_json(200, self.emulator.files.upload(body).to_object())
+
+    def _h_file_list(self, body: Any, version: str, query: dict, fault: Any) -> None:
+        after, before, limit = _page_args(query)
+        self._send_json(200, self.emulator.files.page(query, after, before, limit))
+
+    def _h_file_get(self, body: Any, version: str, query: dict, fault: Any, file_id: str) -> None:
+        self._send_json(200, self.emulator.files.get(file_id).to_object())
+
+    def _h_file_delete(self, body: Any, version: str, query: dict, fault: Any, file_id: str) -> None:
+        self._send_json(200, self.emulator.files.delete(file_id))
+
+    def _h_file_content(self, body: Any, version: str, query: dict, fault: Any, file_id: str) -> None:
+        self._send(200, self.emulator.files.content(file_id), "application/octet-stream")
 
     # -- /v1/models ---------------------------------------------------------------------------------
     def _h_models(self, body: Any, version: str, query: dict, fault: Any) -> None:

@@ -1,5 +1,5 @@
 """A request body off the wire: ``content-length`` or chunked framing (RFC 9112 §6, §7.1), size
-limits, then JSON.
+limits (32 MB, 256 MB for Message Batches, 500 MB for a Files API upload), then JSON.
 
 Whatever a client sends, the answer is an :class:`~.validate.APIError` (400
 ``invalid_request_error`` or 413 ``request_too_large``), never an exception from deep inside
@@ -20,7 +20,7 @@ from typing import Any
 from .validate import APIError, invalid
 
 MB = 1024 * 1024
-BODY_LIMITS = {"/v1/messages/batches": 256 * MB}
+BODY_LIMITS = {"/v1/messages/batches": 256 * MB, "/v1/files": 500 * MB}
 DEFAULT_BODY_LIMIT = 32 * MB
 _DIGITS = re.compile(r"[0-9]+")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
@@ -37,6 +37,11 @@ class ClientGone(Exception):
 
 def read_json(rfile: BufferedIOBase, headers: Message, path: str) -> Any:
     """The request's JSON body, or None for an empty body."""
+    return parse_json(read_bytes(rfile, headers, path))
+
+
+def read_bytes(rfile: BufferedIOBase, headers: Message, path: str) -> bytes:
+    """The request's body as it came; 413 from ``content-length`` alone when it is over the limit."""
     limit = BODY_LIMITS.get(path, DEFAULT_BODY_LIMIT)
     if "chunked" in (headers.get("transfer-encoding") or "").lower():
         raw = _read_chunked(rfile, limit)
@@ -48,10 +53,13 @@ def read_json(rfile: BufferedIOBase, headers: Message, path: str) -> Any:
         raw = rfile.read(length) if length else b""
         if len(raw) < length:
             raise ClientGone
-    return _parse(raw) if raw else None
+    return raw
 
 
-def _parse(raw: bytes) -> Any:
+def parse_json(raw: bytes) -> Any:
+    """The JSON value of a body, None when it is empty; 400 when it is not JSON."""
+    if not raw:
+        return None
     try:
         return json.loads(raw)
     except RecursionError:  # json's parser recurses once per level: '[' * 100000 exhausts the stack

@@ -1,7 +1,7 @@
 """Pytest fixtures for the emulator (registered as a ``pytest11`` entry point).
 
 ``claude_emulator``: a running :class:`Emulator`, one server per test session, reset (faults,
-records, rate limits, batches, prompt cache and knobs) before each test.
+records, rate limits, batches, uploaded files, prompt cache and knobs) before each test.
 ``claude_emulator_env``: the same, with ``ANTHROPIC_BASE_URL`` and a dummy ``ANTHROPIC_API_KEY`` set.
 """
 
