@@ -55,7 +55,7 @@ from . import _secrets
 from .errors import ConfigError
 
 __all__ = ["Beat", "Coordinator", "DirStore", "Store", "allowance", "group_of", "open_store",
-           "open_store_or_warn"]
+           "open_store_or_warn", "others_spend"]
 
 log = logging.getLogger("claude_magic")
 
@@ -263,6 +263,23 @@ def allowance(members: Mapping[str, Mapping[str, Any]], me: str, bucket: str,
         # the bucket (429s for everyone, interactive requests included) for that long.
         out[name] = max(0.0, min(max(fair, capacity - others), capacity - claims))
     return out or None
+
+
+def others_spend(members: Mapping[str, Mapping[str, Any]], me: str, bucket: str,
+                 seconds: float) -> dict[str, float]:
+    """What the other members spend from ``bucket`` (batch and interactive) in ``seconds``, per limit."""
+    out: dict[str, float] = {}
+    for member, state in members.items():
+        buckets = state.get("buckets")
+        entry = buckets.get(bucket) if member != me and isinstance(buckets, dict) else None
+        if not isinstance(entry, dict):
+            continue
+        for kind in ("spend", "interactive"):
+            spend = entry.get(kind)
+            for name, value in (spend.items() if isinstance(spend, dict) else ()):
+                if _number(value) > 0:
+                    out[name] = out.get(name, 0.0) + _number(value) * seconds
+    return out
 
 
 class Coordinator:

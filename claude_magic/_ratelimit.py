@@ -231,11 +231,14 @@ class Mirror:
         return {"requests": 1.0, "input-tokens": tokens_in, "output-tokens": tokens_out,
                 "tokens": tokens_in + tokens_out}[name]
 
-    def delay(self, now: float, headroom: bool = False) -> float:
+    def delay(self, now: float, headroom: bool = False, unseen: Mapping[str, float] | None = None) -> float:
         """Seconds until a request can start; with ``headroom``, one that must leave room in every
-        bucket for interactive requests (see :meth:`Bucket.headroom`)."""
+        bucket for interactive requests (see :meth:`Bucket.headroom`), plus ``unseen``: what other
+        clients spend that no reading of ours has counted yet (their starts since our last one)."""
+        unseen = unseen or {}
         return max(bucket.delay(now, self.cost(name),
-                                bucket.headroom(self._interactive_cost(name)) if headroom else 0.0)
+                                bucket.headroom(self._interactive_cost(name)) + unseen.get(name, 0.0)
+                                if headroom else 0.0)
                    for name, bucket in self.buckets.items())
 
     def spare(self, now: float) -> float | None:

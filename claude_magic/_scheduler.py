@@ -50,7 +50,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._coordinator import READING_AGE, Beat, Coordinator, allowance
+from ._coordinator import READING_AGE, Beat, Coordinator, allowance, others_spend
 from ._ratelimit import Allowance, Mirror, Spend
 from .errors import ConfigError, OverloadedError, RateLimitError, SpendLimitReached
 from .reply import Reply
@@ -60,6 +60,9 @@ __all__ = ["Priority", "Scheduler", "Ticket", "bucket_of", "job_context"]
 TICK = 1.0  # s: a waiting dispatcher looks again at least this often (a reading may have come meanwhile)
 PROBE_WAIT = 5.0  # s: the most a job waits for its probe's answer before going on without it
 LINGER = 2.0  # s: a bucket counts as having batch work (or a backlog) this long after it last had
+# s of other clients' spending a mirror may not have seen: readings come one answer apart, later under
+# load (a busy event loop); the headroom kept for interactive requests grows by that much of their rate
+UNSEEN = 0.3
 
 
 class Priority(str, enum.Enum):
@@ -171,6 +174,7 @@ class _Bucket:
         self.last_backlog = float("-inf")  # when batch work last waited for the bucket
         self.allowance: Allowance | None = None
         self.share: float | None = None    # the allowance as a fraction of the requests limit
+        self.unseen: dict[str, float] = {}  # other members' spend our mirror may not have counted
         self.shared: tuple[dict[str, Any], float] | None = None  # freshest exact reading, when it left
 
     def waiting(self) -> int:
@@ -307,8 +311,8 @@ class Scheduler:
         assert state.changed is not None
         while state.waiting():
             now = time.monotonic()
-            wait = max(state.mirror.delay(now, headroom=True), self.paused(state.name, Priority.BATCH, now),
-                       self._share_delay(state, now))
+            wait = max(state.mirror.delay(now, headroom=True, unseen=self._unseen(state, now)),
+                       self.paused(state.name, Priority.BATCH, now), self._share_delay(state, now))
             if self._probing(state, now):
                 wait = TICK  # a probe is out: its answer tells the bucket's size before a burst is sent
             if wait > 0:
@@ -417,6 +421,11 @@ class Scheduler:
             if headers:
                 state.shared = (headers, left)
 
+    def _unseen(self, state: _Bucket, now: float) -> dict[str, float] | None:
+        if not state.unseen or self.coordinator is None or self.coordinator.fresh(now) is None:
+            return None
+        return state.unseen
+
     def _share_delay(self, state: _Bucket, now: float) -> float:
         if state.allowance is None or self.coordinator is None or self.coordinator.fresh(now) is None:
             return 0.0
@@ -459,6 +468,8 @@ class Scheduler:
         rates = state.mirror.rates()
         share = (allowance(beat.members, self.coordinator.member, state.name, rates)
                  if beat is not None and self.coordinator is not None else None)
+        state.unseen = others_spend(beat.members, self.coordinator.member, state.name, UNSEEN) if (
+            share is not None and beat is not None and self.coordinator is not None) else {}
         if share is None:
             state.allowance, state.share = None, None
         else:

@@ -272,6 +272,8 @@ def test_a_scheduler_with_a_backlogged_rival_starts_batch_requests_at_half_the_r
         state = scheduler._buckets[BUCKET]
         assert state.allowance is not None and state.allowance.rates == pytest.approx({"requests": 5.0})
         assert state.share == pytest.approx(0.5)
+        # the rival's starts our mirror has not read yet are kept as headroom too: 0.3 s of 10 a second
+        assert state.unseen == pytest.approx({"requests": 3.0})
         # the share starts empty and refills at 5 a second: one start, then a fifth of a second to the next
         assert scheduler._share_delay(state, time.monotonic()) == pytest.approx(0.2, abs=0.02)
         tickets = [await asyncio.wait_for(scheduler.admit(BUCKET, Priority.BATCH, None), 5)]
@@ -288,7 +290,7 @@ def test_a_scheduler_with_a_backlogged_rival_starts_batch_requests_at_half_the_r
         # the rival's lease runs out: the share is gone with it
         clock.now += rival.ttl + 1
         await coordinator.beat_once(scheduler._publish, scheduler._readings, scheduler._apply)
-        assert state.allowance is None and state.share is None
+        assert state.allowance is None and state.share is None and state.unseen == {}
 
     asyncio.run(run())
 

@@ -65,6 +65,7 @@ def test_two_processes_split_a_binding_limit_equally_through_a_shared_directory(
         emu: Any, tmp_path: Path) -> None:
     from canary import TEST_KEY
 
+    from claude_magic._coordinator import Coordinator, group_of
     from claude_magic.client import Client
 
     emu.configure(rpm=1200, ttft=0.02)  # 20 requests a second for both
@@ -73,11 +74,16 @@ def test_two_processes_split_a_binding_limit_equally_through_a_shared_directory(
     analyst = Client(api_key=TEST_KEY, base_url=emu.url, cache_dir=tmp_path / "analyst", coordinator=store,
                      model="claude-haiku-5-5", max_tokens=8)
 
-    def ask() -> None:  # a third kernel's person asks while both batches run
+    def ask() -> None:  # a third kernel's person asks while both batches share the limit
+        from claude_magic._coordinator import DirStore
+
+        watcher = Coordinator(DirStore(store), group_of(emu.url.split("://")[1], TEST_KEY))
         deadline = time.monotonic() + 60
-        while sum(r.path == "/v1/messages" for r in emu.requests) < 20:
-            assert time.monotonic() < deadline, "the batches did not start within 60 s"
+        while sorted(b.get("share") or 0 for s in watcher.members().values()
+                     for b in s.get("buckets", {}).values()) != [0.5, 0.5]:
+            assert time.monotonic() < deadline, "the two batches did not share the limit within 60 s"
             time.sleep(0.01)
+        watcher.close()
         while len(replies) < 5:
             replies.append(analyst.complete(f"an analyst's question {len(replies)}"))
 
