@@ -35,7 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from . import caching, faults, structured
+from . import attachments, caching, faults, structured
 from .batches import BatchStore
 from .body import BodyUnread, ClientGone, parse_json, read_bytes
 from .files import FileStore, Form, is_form, parse_form
@@ -468,9 +468,10 @@ class _Handler(BaseHTTPRequestHandler):
     # -- /v1/messages -------------------------------------------------------------------------------
     def _h_messages(self, body: Any, version: str, query: dict, fault: faults.Fault | None) -> None:
         knobs = self.emulator.knobs
-        spec, plan = _plan(body, version, self._betas(), knobs["continue_overlap"])
+        files = self.emulator.files
+        spec, plan, media = _plan(body, version, self._betas(), knobs["continue_overlap"], files)
         plan = faults.reshape(plan, fault)
-        segs = caching.segments(body)
+        segs = caching.segments(body, media)
         total = caching.BASE_OVERHEAD + sum(s.tokens for s in segs)
         if total > spec.context:
             raise invalid(f"prompt is too long: {total} tokens > {spec.context} maximum")
@@ -504,9 +505,11 @@ class _Handler(BaseHTTPRequestHandler):
                            headers={"retry-after": str(max(1, math.ceil(wait)))})
 
     def _h_count_tokens(self, body: Any, version: str, query: dict, fault: faults.Fault | None) -> None:
-        check_count_request(body, version)
+        spec = check_count_request(body, version)
         structured.check_shape(body, self._betas())
-        self._send_json(200, {"input_tokens": caching.total_input(body)})
+        found = attachments.inspect(body, spec, None, counting=True)
+        media = {key: a.tokens for key, a in found.items()}
+        self._send_json(200, {"input_tokens": caching.total_input(body, media)})
 
     # -- Message Batches ----------------------------------------------------------------------------
     def _base_url(self) -> str:
@@ -514,12 +517,12 @@ class _Handler(BaseHTTPRequestHandler):
         return f"http://{host}" if host else self.emulator.url
 
     def _h_batch_create(self, body: Any, version: str, query: dict, fault: faults.Fault | None) -> None:
-        overlap, betas = self.emulator.knobs["continue_overlap"], self._betas()
+        overlap, betas, files = self.emulator.knobs["continue_overlap"], self._betas(), self.emulator.files
 
         def run(params: dict) -> dict:
-            spec, plan = _plan(params, version, betas, overlap)
+            spec, plan, media = _plan(params, version, betas, overlap, files)
             # a batch's requests read and write the prompt cache as live ones do (best effort on the API)
-            usage = self.emulator.prompt_cache.account(caching.segments(params), spec.id,
+            usage = self.emulator.prompt_cache.account(caching.segments(params, media), spec.id,
                                                        min_tokens=self.emulator.knobs["min_cache_tokens"],
                                                        now=time.monotonic())
             return _message(params["model"], plan, usage)
@@ -598,13 +601,17 @@ def _page(data: list[dict], has_more: bool) -> dict:
             "last_id": data[-1]["id"] if data else None}
 
 
-def _plan(body: Any, version: str, betas: list[str], continue_overlap: int) -> tuple[ModelSpec, Plan]:
-    """The model and the reply of a Messages request (or a batch's), after all its checks."""
+def _plan(body: Any, version: str, betas: list[str], continue_overlap: int,
+          files: FileStore) -> tuple[ModelSpec, Plan, dict[tuple[int, int], int]]:
+    """The model and the reply of a Messages request (or a batch's), after all its checks, and the
+    input tokens of its image and document blocks."""
     spec = check_messages_request(body, version)
+    found = attachments.inspect(body, spec, files)
     fmt = structured.check_request(body, spec, betas)
     text = structured.answer(body, fmt) if fmt is not None else None
-    plan = plan_reply(body, always_thinks=spec.always_thinks, continue_overlap=continue_overlap, text=text)
-    return spec, plan
+    plan = plan_reply(body, always_thinks=spec.always_thinks, continue_overlap=continue_overlap, text=text,
+                      shown={key: a.label for key, a in found.items()})
+    return spec, plan, {key: a.tokens for key, a in found.items()}
 
 
 def _message(model: str, plan: Plan, usage: caching.InputUsage) -> dict:

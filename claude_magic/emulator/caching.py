@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,8 +80,10 @@ def _block_tokens(block: dict) -> int:
     return tokens.count_json(_bare(block))
 
 
-def segments(body: dict) -> list[Segment]:
-    """The prompt's segments in prefix order (format, tools, system, messages)."""
+def segments(body: dict, media: Mapping[tuple[int, int], int] | None = None) -> list[Segment]:
+    """The prompt's segments in prefix order (format, tools, system, messages). ``media``: the tokens
+    of each image and document block by (message, block) index (:mod:`.attachments`); without it such
+    a block counts as its JSON."""
     schema = structured.schema_of(body)
     segs = [Segment(_key(["format", schema]), structured.input_tokens(schema))] if schema is not None else []
     segs += [Segment(_key(["tool", _bare(t)]), tokens.count_json(_bare(t)), _ttl(t))
@@ -90,15 +93,17 @@ def segments(body: dict) -> list[Segment]:
         segs.append(Segment(_key(["system", system]), tokens.count(system)))
     elif isinstance(system, list):
         segs += [Segment(_key(["system", _bare(b)]), _block_tokens(b), _ttl(b)) for b in system]
-    for message in body.get("messages") or []:
+    for i, message in enumerate(body.get("messages") or []):
         role, content = message.get("role"), message.get("content")
         if isinstance(content, str):
             segs.append(Segment(_key([role, content]), tokens.count(content) + MESSAGE_OVERHEAD))
             continue
-        blocks = [b for b in content or [] if isinstance(b, dict)]
-        for j, block in enumerate(blocks):
+        blocks = [(k, b) for k, b in enumerate(content or []) if isinstance(b, dict)]
+        for j, (k, block) in enumerate(blocks):
             extra = MESSAGE_OVERHEAD if j == 0 else 0
-            segs.append(Segment(_key([role, j, _bare(block)]), _block_tokens(block) + extra, _ttl(block)))
+            counted = media.get((i, k)) if media else None
+            n = _block_tokens(block) if counted is None else counted
+            segs.append(Segment(_key([role, j, _bare(block)]), n + extra, _ttl(block)))
         if not blocks:
             segs.append(Segment(_key([role, []]), MESSAGE_OVERHEAD))
     top = _ttl(body)
@@ -107,9 +112,9 @@ def segments(body: dict) -> list[Segment]:
     return segs
 
 
-def total_input(body: dict) -> int:
+def total_input(body: dict, media: Mapping[tuple[int, int], int] | None = None) -> int:
     """All input tokens of a request, as count_tokens reports them."""
-    return BASE_OVERHEAD + sum(s.tokens for s in segments(body))
+    return BASE_OVERHEAD + sum(s.tokens for s in segments(body, media))
 
 
 class PromptCache:

@@ -8,6 +8,11 @@ system prompt and the text of the turns only (``cache_control`` marks, ``max_tok
 - a line ``Answer with one of: a, b, c`` -> exactly one option (sentiment keywords pick
   positive/negative/neutral-like options, an option named in the text wins, else a hash picks).
 
+A conversation with images or documents (``shown``: a label per block, from :mod:`.attachments`)
+gets an answer that starts with their labels, in order (``[image 640x480 png] [document pdf 3
+pages]``), then a blank line and the usual text; a special prompt's answer stays exact. The labels
+are part of ``F``, so prefill and follow-up resumption work across them.
+
 Stream resumption (the emulated model continues what it was saying):
 
 - prefill: a final assistant turn ``P`` where ``F`` (the answer without that turn) starts with ``P``
@@ -26,6 +31,7 @@ import hashlib
 import json
 import random
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,11 +73,17 @@ NEUTRAL_LABELS = frozenset({"neutral", "mixed", "none", "unknown"})
 
 @dataclass
 class Conversation:
-    """A request reduced to what shapes the answer: turns merged by role, text only."""
+    """A request reduced to what shapes the answer: turns merged by role, text only, and the labels
+    of the images and documents each turn holds (``shown``, one tuple per turn)."""
 
     model: str
     system: str
     turns: list[tuple[str, str]]
+    shown: list[tuple[str, ...]] = field(default_factory=list)
+
+    def labels(self, turns: int) -> list[str]:
+        """The labels of the first ``turns`` turns, in order."""
+        return [label for labels in self.shown[:turns] for label in labels]
 
 
 @dataclass
@@ -136,15 +148,23 @@ def system_text(system: Any) -> str:
     return content_text(system) if system is not None else ""
 
 
-def conversation(body: dict) -> Conversation:
+def conversation(body: dict, shown: Mapping[tuple[int, int], str] | None = None) -> Conversation:
+    """``shown``: the label of each image or document block by (message, block) index."""
     turns: list[tuple[str, str]] = []
-    for message in body.get("messages") or []:
+    labels: list[tuple[str, ...]] = []
+    by_message: dict[int, list[str]] = {}
+    for (m, _), label in sorted((shown or {}).items()):
+        by_message.setdefault(m, []).append(label)
+    for i, message in enumerate(body.get("messages") or []):
         role, text = message.get("role"), content_text(message.get("content"))
+        mine = tuple(by_message.get(i, ()))
         if turns and turns[-1][0] == role:  # the API merges consecutive same-role turns
             turns[-1] = (role, turns[-1][1] + "\n\n" + text)
+            labels[-1] += mine
         else:
             turns.append((role, text))
-    return Conversation(str(body.get("model")), system_text(body.get("system")), turns)
+            labels.append(mine)
+    return Conversation(str(body.get("model")), system_text(body.get("system")), turns, labels)
 
 
 def seeded(*parts: Any) -> random.Random:
@@ -210,14 +230,16 @@ def pick_option(options: list[str], text: str) -> str:
     return options[seeded("option", options, text).randrange(len(options))]
 
 
-def full_answer(model: str, system: str, turns: list[tuple[str, str]]) -> str:
-    """``F``: the whole answer to a conversation that ends with a user turn."""
+def full_answer(model: str, system: str, turns: list[tuple[str, str]], shown: Sequence[str] = ()) -> str:
+    """``F``: the whole answer to a conversation that ends with a user turn; ``shown``: the labels of
+    its images and documents, which start the answer (a special prompt's answer stays exact)."""
     last_user = turns[-1][1] if turns and turns[-1][0] == "user" else ""
     special = special_answer(last_user)
     if special is not None:
         return special
     rng = seeded("answer", model, system, turns)
-    return compose(rng, rng.randint(20, 120))
+    text = compose(rng, rng.randint(20, 120))
+    return " ".join(shown) + "\n\n" + text if shown else text
 
 
 def answer(conv: Conversation, continue_overlap: int) -> str:
@@ -225,7 +247,7 @@ def answer(conv: Conversation, continue_overlap: int) -> str:
     turns = conv.turns
     if turns and turns[-1][0] == "assistant":
         prefill = turns[-1][1]
-        whole = full_answer(conv.model, conv.system, turns[:-1])
+        whole = full_answer(conv.model, conv.system, turns[:-1], conv.labels(len(turns) - 1))
         if whole.startswith(prefill):
             return whole[len(prefill):]
         rng = seeded("prefill", conv.model, conv.system, turns)
@@ -233,11 +255,11 @@ def answer(conv: Conversation, continue_overlap: int) -> str:
     if (len(turns) >= 3 and turns[-2][0] == "assistant" and turns[-3][0] == "user"
             and _CONTINUE.search(turns[-1][1])):
         said = turns[-2][1]
-        whole = full_answer(conv.model, conv.system, turns[:-2])
+        whole = full_answer(conv.model, conv.system, turns[:-2], conv.labels(len(turns) - 2))
         for end in (len(said), len(said.rstrip())):
             if end and whole.startswith(said[:end]):
                 return whole[overlap_start(whole, end, continue_overlap):]
-    return full_answer(conv.model, conv.system, turns)
+    return full_answer(conv.model, conv.system, turns, conv.labels(len(turns)))
 
 
 def overlap_start(text: str, end: int, overlap: int) -> int:
@@ -329,13 +351,15 @@ def thinks(body: dict, always: bool) -> bool:
     return always or kind in ("enabled", "adaptive")
 
 
-def plan_reply(body: dict, *, always_thinks: bool, continue_overlap: int, text: str | None = None) -> Plan:
+def plan_reply(body: dict, *, always_thinks: bool, continue_overlap: int, text: str | None = None,
+               shown: Mapping[tuple[int, int], str] | None = None) -> Plan:
     """The blocks, stop reason and output tokens of a validated Messages request.
 
     ``text``: the answer to give instead of the free-text one (a structured output's JSON); it is
-    cut by ``max_tokens`` and ``stop_sequences`` like any answer.
+    cut by ``max_tokens`` and ``stop_sequences`` like any answer. ``shown``: the labels of the
+    request's images and documents by (message, block) index.
     """
-    conv = conversation(body)
+    conv = conversation(body, shown)
     max_tokens = int(body["max_tokens"])
     rng = seeded("deltas", conv.model, conv.system, conv.turns, max_tokens)
     blocks: list[Block] = []
