@@ -329,6 +329,9 @@ class ClaudeMagics(Magics):
     @argument("--chat", nargs="?", const=DEFAULT_CHAT, metavar="NAME",
               help="continue the conversation NAME (default: 'default'); re-running a cell replaces its turn")
     @argument("--no-interpolate", action="store_true", help="send {name} placeholders as written")
+    @argument("--image", action="append", metavar="NAME_OR_PATH",
+              help="send an image or PDF before the prompt: a variable (a figure, a PIL image, bytes) or a "
+              "file (repeatable; a variable wins over a file of the same name)")
     @no_var_expand  # IPython's own {}/$ expansion of the line would evaluate anything, {os.environ} too
     @cell_magic
     def claude(self, line: str, cell: str) -> None:
@@ -340,14 +343,17 @@ class ClaudeMagics(Magics):
         """
         from . import chat
         from .display import StreamView, detect_mode
+        from .media import describe
 
         args = _parse(self.claude, line)
         if args.out is not None:
             self._check_out(args.out)
-        prompt = self._prompt(cell, args)
         system = self._interpolated(args.system, args, "-s") if args.system is not None else None
         options = self.session.request_options(model=args.model, max_tokens=args.max_tokens, system=system,
                                                effort=args.effort)
+        prompt, sent = self._prompt(cell, args, options.get("model") or self.session.client.model)
+        if sent and args.chat is not None:
+            raise MagicError("--chat does not take images or PDFs yet: ask about them without --chat")
         if self.session.repeated_long_system(options):
             options["cache_system"] = True  # the prompt cache keeps it: later cells read it at a tenth
         if args.stop:
@@ -364,7 +370,7 @@ class ClaudeMagics(Magics):
         requested = self.display if self.display != "auto" else ("final" if self.offline else None)
         view = StreamView(detect_mode(self.shell, requested),
                           max_rate=self.max_redraw_rate, show_thinking=args.thinking,
-                          notes=plan.notes if plan else ())
+                          notes=plan.notes if plan else [f"sent {describe(m)}" for m in sent])
         reply = self._ask(view, plan.messages if plan else prompt, args, options)
         if plan is not None:
             self.session.chats.get(args.chat).commit(plan, reply.text)
@@ -392,28 +398,75 @@ class ClaudeMagics(Magics):
                 raise MagicError(f"-o {name} would replace {refused} with the answer's text: "
                                        "choose a new variable name")
 
-    def _interpolated(self, text: str, args: argparse.Namespace, where: str) -> str:
+    def _interpolated(self, text: str, args: argparse.Namespace, where: str,
+                      model: str | None = None) -> Any:
         """``text`` with its placeholders filled (unless turned off); one line on stderr for each
-        placeholder left as written and each table cut."""
+        placeholder left as written and each table cut. With ``model``, images and PDFs become
+        media (sized for it) and the result is the ``Rendered`` parts."""
         if not self.interpolate or args.no_interpolate:
-            return text
+            return text if model is None else [text]
         from ._secrets import values
         from .interpolate import render
+        from .media import as_media
+
+        def media(value: Any, kind: str | None, name: str) -> Any:
+            return as_media(value, kind=kind, where=name, model=model) if model is not None else None
 
         secrets = [*values(), os.environ.get("ANTHROPIC_API_KEY", "").strip()]
         try:
-            out = render(text, self.shell.user_ns if self.shell is not None else {}, secrets=secrets)
+            out = render(text, self.shell.user_ns if self.shell is not None else {}, secrets=secrets,
+                         media=media if model is not None else None)
         except ClaudeError as exc:
             raise MagicError(f"{exc} (or send the cell as written with --no-interpolate)") from None
         for line in filter(None, [out.warning(), *out.notes]):
             print(f"claude ({where}): {line}", file=sys.stderr)
-        return out.text
+        return out.text if model is None else out.parts
 
-    def _prompt(self, cell: str, args: argparse.Namespace) -> str:
+    def _prompt(self, cell: str, args: argparse.Namespace, model: str) -> tuple[Any, list[Any]]:
+        """The prompt (its text, or a user turn of content blocks when it holds images or PDFs) and the
+        media it sends."""
+        from .media import user_content
+
         prompt = cell.strip("\n").rstrip()
         if not prompt.strip():
             raise MagicError("the cell is empty: write the prompt on the lines below %%claude")
-        return self._interpolated(prompt, args, "prompt")
+        parts = [*self._images(args.image or [], model), *self._interpolated(prompt, args, "prompt", model)]
+        if all(isinstance(p, str) for p in parts):
+            return "".join(parts), []
+        try:
+            blocks, sent = user_content(parts, model=model)
+        except ClaudeError as exc:
+            raise MagicError.of(exc) from None
+        return [{"role": "user", "content": blocks}], sent
+
+    def _images(self, names: list[str], model: str) -> list[Any]:
+        """``--image NAME_OR_PATH``: a variable (a figure, an image, bytes, a path) or else a file."""
+        from pathlib import Path
+
+        from .media import as_media
+
+        ns = self.shell.user_ns if self.shell is not None else {}
+        found = []
+        for name in names:
+            where = f"--image {name}"
+            if name in ns:
+                value = ns[name]
+                kind = None
+                if isinstance(value, str):  # a path or URL held in a variable
+                    kind = "pdf" if value.lower().endswith(".pdf") else "image"
+            elif Path(name).expanduser().is_file():
+                value, kind = Path(name).expanduser(), None
+            else:
+                raise MagicError(f"{where}: no variable or file named {name!r}")
+            try:
+                item = as_media(value, kind=kind, where=where, model=model)
+            except ClaudeError as exc:
+                raise MagicError.of(exc) from None
+            if item is None:
+                raise MagicError(f"{where}: a {type(value).__name__} is not an image or a PDF (give a "
+                                 "figure, a PIL image, image or PDF bytes, or a path to one)")
+            found.append(item)
+        return found
 
     def _ask(self, view: StreamView, prompt: Any, args: argparse.Namespace, options: dict[str, Any]) -> Reply:
         try:

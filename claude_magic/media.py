@@ -45,11 +45,12 @@ from urllib.parse import urlsplit
 
 from .errors import ConfigError
 
-__all__ = ["MAX_IMAGE_BASE64", "MAX_PDF_BYTES", "PDF_TEXT_TOKENS", "Media", "MediaError", "as_media",
-           "describe", "image_limits", "image_tokens", "is_media"]
+__all__ = ["MAX_IMAGE_BASE64", "MAX_PDF_BYTES", "MANY_IMAGES", "PDF_TEXT_TOKENS", "Media", "MediaError",
+           "as_media", "describe", "image_limits", "image_tokens", "is_media", "user_content"]
 
 MAX_IMAGE_BASE64 = 10 * 2**20  # one image, base64 (the API counts MiB: "5242880 bytes" was its 5 MB)
 MAX_PDF_BYTES = 32 * 2**20
+MANY_IMAGES = 20  # a request with more images than this has the stricter 2000 px limit
 _MAX_REQUEST = 32 * 2**20  # a whole request; a bigger PDF must go through the Files API
 PDF_TEXT_TOKENS = (1_500, 3_000)  # per page, by text density (the PDF guide's range)
 _STANDARD, _HIGH_RES, _MANY_IMAGES_EDGE = (1568, 1568), (2576, 4784), 2000
@@ -186,6 +187,18 @@ def as_media(value: Any, *, kind: str | None = None, where: str, model: str, man
                          "bytes, a PIL image or a figure")
         return None
     return _from_bytes(data, ask)
+
+
+def user_content(parts: list[Any], *, model: str) -> tuple[list[dict[str, Any]], list[Media]]:
+    """A prompt's text pieces and media, in order, as the content blocks of one user turn (empty text
+    dropped: the API refuses it) and the media sent. With more than ``MANY_IMAGES`` images each is
+    sized again for the many-image limit."""
+    if sum(1 for p in parts if isinstance(p, Media) and p.kind == "image") > MANY_IMAGES:
+        parts = [as_media(p.data, where=p.where, model=model, many_images=True) or p
+                 if isinstance(p, Media) and p.kind == "image" and p.data is not None else p for p in parts]
+    blocks = [p.block() if isinstance(p, Media) else {"type": "text", "text": p}
+              for p in parts if isinstance(p, Media) or (isinstance(p, str) and p.strip())]
+    return blocks, [p for p in parts if isinstance(p, Media)]
 
 
 def describe(media: Media) -> str:
