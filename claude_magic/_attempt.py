@@ -172,11 +172,13 @@ class Attempts:
 
     async def json(
         self, call: Call, method: str, path: str, *, body: Any, params: dict[str, Any] | None,
-        headers: dict[str, str], lines: bool,
+        headers: dict[str, str], lines: bool, files: dict[str, Any] | None = None,
     ) -> Any:
-        """One JSON (or, with ``lines``, JSON lines) exchange with another endpoint."""
-        request = self._http().build_request(method, path, json=body, params=params, headers=headers,
-                                             extensions=_http.sent_hook(call.sent))
+        """One JSON (or, with ``lines``, JSON lines) exchange with another endpoint; ``files``: a
+        multipart upload instead of a JSON body (httpx's ``files=``)."""
+        content = {"files": files, "data": body} if files is not None else {"json": body}
+        request = self._http().build_request(method, path, params=params, headers=headers,
+                                             extensions=_http.sent_hook(call.sent), **content)
         limit = READ_TIMEOUT_BASE + CONNECT_TIMEOUT
         return await self._whole(call, self._json_exchange(request, lines), limit)
 

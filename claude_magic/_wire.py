@@ -6,8 +6,11 @@ and ``MessageAssembler`` turns the server-sent events of a stream into a message
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -215,13 +218,15 @@ class CacheFields(dict[str, Any]):
     legacy: dict[str, Any] | None = None
 
 
-def cache_fields(body: dict[str, Any]) -> CacheFields:
+def cache_fields(body: dict[str, Any], files: Mapping[str, str] | None = None) -> CacheFields:
     """The part of a request body that shapes the answer, in one form for requests that differ only
     in how they are written: without ``stream`` and ``metadata``, without any ``cache_control``
     (top level, tools, system and message blocks, blocks inside a tool result: a mark changes the
     price, not the answer), and with a system prompt or a turn's content that is a list of plain
     text blocks written as the text they join (the API reads a string as one text block; a batch
     that splits a turn to mark its shared head asks the same question as the string).
+    Images and documents are keyed by their content's SHA-256 (see ``_addressed``; ``files``: file id
+    -> sha256 of what was uploaded under it).
     Idempotent: fields given back to it come back equal, their ``legacy`` kept."""
     legacy = {k: v for k, v in body.items() if k not in NOT_IN_CACHE_KEY}
     fields = CacheFields({k: v for k, v in legacy.items() if k != "cache_control"})
@@ -230,7 +235,7 @@ def cache_fields(body: dict[str, Any]) -> CacheFields:
     if isinstance(tools := fields.get("tools"), list):
         fields["tools"] = [_unmarked(t) for t in tools]
     if isinstance(messages := fields.get("messages"), list):
-        fields["messages"] = [_unmarked_message(m) for m in messages]
+        fields["messages"] = [_unmarked_message(m, files) for m in messages]
     previous = getattr(body, "legacy", None)
     fields.legacy = previous if previous is not None else (legacy if legacy != fields else None)
     return fields
@@ -255,10 +260,33 @@ def _plain(blocks: list[Any]) -> Any:
     return unmarked
 
 
-def _unmarked_message(message: Any) -> Any:
+def _unmarked_message(message: Any, files: Mapping[str, str] | None = None) -> Any:
     if not isinstance(message, dict) or not isinstance(message.get("content"), list):
         return message
-    return {**message, "content": _plain(message["content"])}
+    return {**message, "content": _plain([_addressed(b, files) for b in message["content"]])}
+
+
+def _addressed(block: Any, files: Mapping[str, str] | None) -> Any:
+    """An image or document block keyed by its content: base64 data, and an uploaded file whose
+    content ``files`` knows (file id -> sha256), become the content's SHA-256, so the same bytes sent
+    either way (or uploaded again under a new id) are one cache entry, and no file id or base64 is
+    part of a key."""
+    if not isinstance(block, dict) or block.get("type") not in ("image", "document"):
+        return block
+    source = block.get("source")
+    if not isinstance(source, dict):
+        return block
+    digest = None
+    if source.get("type") == "base64" and isinstance(source.get("data"), str):
+        try:
+            digest = hashlib.sha256(base64.b64decode(source["data"], validate=True)).hexdigest()
+        except ValueError:
+            return block
+    elif source.get("type") == "file" and files is not None:
+        digest = files.get(str(source.get("file_id")))
+    if digest is None:
+        return block
+    return {**block, "source": {"type": "content", "sha256": digest}}
 
 
 def text_of(content: list[dict[str, Any]]) -> str:

@@ -30,7 +30,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
@@ -46,6 +46,9 @@ from .cache import ResponseCache, append_to_cassette
 from .errors import BadRequestError, CacheMiss, ClaudeError, ConfigError, MissingAPIKey
 from .reply import Reply, Usage
 from .retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from .files import Uploads
 
 __all__ = ["CONTINUE_PROMPT", "MAX_RESUMES", "Client", "read_timeout"]
 
@@ -151,6 +154,7 @@ class Client:
         self.last_reply: Reply | None = None
         self._replayed: set[str] = set()
         self._capabilities: dict[str, dict[str, Any] | None] = {}  # model -> what the models endpoint said
+        self._uploads: Uploads | None = None
         self.closed = False
 
     def _set_base_url(self, raw: str) -> None:
@@ -229,7 +233,9 @@ class Client:
         )
 
     def cache_key(self, body: dict[str, Any]) -> str:
-        return ResponseCache.key(_wire.cache_fields(body), host=self._host, api_version=self.api_version)
+        files = self._uploads.shas if self._uploads is not None else None
+        fields = _wire.cache_fields(body, files)
+        return ResponseCache.key(fields, host=self._host, api_version=self.api_version)
 
     # -- the event loop thread (see ``_loop``) ---------------------------------------------------
 
@@ -516,6 +522,7 @@ class Client:
         params: dict[str, Any] | None = None,
         lines: bool = False,
         bucket: str = "batches",
+        files: dict[str, Any] | None = None,
     ) -> Any:
         """One JSON (or JSON lines) exchange with the API, admitted and retried like a message."""
         headers = self._headers(None)
@@ -531,7 +538,7 @@ class Client:
             driver = Driver(call, ticket, self.scheduler, self.retry_policy)
             try:
                 return await driver.run(lambda: self._attempts.json(
-                    call, method, path, body=body, params=params, headers=headers, lines=lines))
+                    call, method, path, body=body, params=params, headers=headers, lines=lines, files=files))
             except BaseException as exc:
                 error = exc
                 raise
@@ -539,6 +546,25 @@ class Client:
                 self.scheduler.done(ticket, None, error, self.ratelimit if error is None else None)
 
         return await self._bridge.on_loop(lambda _: exchange())
+
+    async def arequest(self, method: str, path: str, body: Any = None, *,
+                       params: dict[str, Any] | None = None, files: dict[str, Any] | None = None,
+                       bucket: str = "files") -> Any:
+        """One exchange with another endpoint of the API (the Files API's), admitted, paced and retried
+        like every request; ``files``: a multipart upload. Returns the decoded JSON."""
+        return await self._json(method, path, body, params, bucket=bucket, files=files)
+
+    def request(self, method: str, path: str, body: Any = None, **options: Any) -> Any:
+        return self.run(self.arequest(method, path, body, **options))
+
+    @property
+    def uploads(self) -> Uploads:
+        """Content uploaded once through the Files API and referenced by ``file_id`` (see ``files``)."""
+        if self._uploads is None:
+            from .files import Uploads
+
+            self._uploads = Uploads(self, self.cache, group_of(self._netloc, self._api_key))
+        return self._uploads
 
     def check_typed(self, model: str) -> None:
         """ConfigError when the models endpoint says ``model`` cannot give typed answers (structured

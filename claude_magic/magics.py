@@ -434,10 +434,23 @@ class ClaudeMagics(Magics):
         if all(isinstance(p, str) for p in parts):
             return "".join(parts), []
         try:
-            blocks, sent = user_content(parts, model=model)
+            blocks, sent = user_content(parts, model=model, file_id=self._uploaded)
         except ClaudeError as exc:
             raise MagicError.of(exc) from None
         return [{"role": "user", "content": blocks}], sent
+
+    def _uploaded(self, media: Any) -> str | None:
+        """Content sent before goes up once through the Files API and is referenced after that (a
+        one-off image costs no upload); if the upload fails the bytes go as they are."""
+        uploads = self.session.client.uploads
+        if media.data is None or not uploads.seen_before(media):
+            return None
+        try:
+            return uploads.file_id(media)
+        except ClaudeError as exc:
+            print(f"claude: {media.where} sent as it is: the Files API upload failed ({exc})",
+                  file=sys.stderr)
+            return None
 
     def _images(self, names: list[str], model: str) -> list[Any]:
         """``--image NAME_OR_PATH``: a variable (a figure, an image, bytes, a path) or else a file."""

@@ -37,6 +37,7 @@ import os
 import re
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -189,14 +190,17 @@ def as_media(value: Any, *, kind: str | None = None, where: str, model: str, man
     return _from_bytes(data, ask)
 
 
-def user_content(parts: list[Any], *, model: str) -> tuple[list[dict[str, Any]], list[Media]]:
+def user_content(parts: list[Any], *, model: str, file_id: Callable[[Media], str | None] | None = None,
+                 ) -> tuple[list[dict[str, Any]], list[Media]]:
     """A prompt's text pieces and media, in order, as the content blocks of one user turn (empty text
     dropped: the API refuses it) and the media sent. With more than ``MANY_IMAGES`` images each is
-    sized again for the many-image limit."""
+    sized again for the many-image limit. ``file_id(media)``: an uploaded file to reference instead
+    of the bytes (None: send them)."""
     if sum(1 for p in parts if isinstance(p, Media) and p.kind == "image") > MANY_IMAGES:
         parts = [as_media(p.data, where=p.where, model=model, many_images=True) or p
                  if isinstance(p, Media) and p.kind == "image" and p.data is not None else p for p in parts]
-    blocks = [p.block() if isinstance(p, Media) else {"type": "text", "text": p}
+    blocks = [p.block(file_id(p) if file_id is not None else None) if isinstance(p, Media)
+              else {"type": "text", "text": p}
               for p in parts if isinstance(p, Media) or (isinstance(p, str) and p.strip())]
     return blocks, [p for p in parts if isinstance(p, Media)]
 

@@ -1,4 +1,5 @@
-"""``%claude_usage``, ``%claude_cache`` and ``%claude_emulator``: the state of the shell's Session.
+"""``%claude_usage``, ``%claude_cache``, ``%claude_files`` and ``%claude_emulator``: the state of the
+shell's Session.
 
 Each is a few lines over :class:`~claude_magic._session.Session`, which owns the client whose
 history the usage table reads, the response cache and the emulator; this module only parses the
@@ -68,6 +69,29 @@ class SessionMagics(Magics):
                 raise MagicError(f"%claude_cache takes stats, clear, export PATH or import PATH "
                                  f"[--host HOST], got {line.strip()!r}")
         except (ClaudeError, OSError) as exc:
+            raise MagicError.of(exc) from None
+
+    @line_magic
+    def claude_files(self, line: str) -> None:
+        """%claude_files [list] | delete ID | clear: what went up once through the Files API (content
+        sent more than once is uploaded and referenced by file_id after that)."""
+        words = split_args(line)
+        action = words[0] if words else "list"
+        uploads = self.session.client.uploads
+        try:
+            if action == "list" and len(words) <= 1:
+                files = uploads.list()
+                print("\n".join(f"{f['id']}  {f.get('media_type', '?')}  {f.get('bytes', 0):,} bytes  "
+                                f"sha256 {f['sha256'][:12]}…" for f in files)
+                      or "no files uploaded: content sent a second time goes up once (images, PDFs)")
+            elif action == "delete" and len(words) == 2:
+                known = uploads.delete(words[1])
+                print(f"deleted {words[1]}" + ("" if known else " (it was not uploaded from here)"))
+            elif action == "clear" and len(words) == 1:
+                print(f"deleted {uploads.clear():,} uploaded files")
+            else:
+                raise MagicError(f"%claude_files takes list, delete ID or clear, got {line.strip()!r}")
+        except ClaudeError as exc:
             raise MagicError.of(exc) from None
 
     @line_magic

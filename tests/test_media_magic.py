@@ -88,10 +88,11 @@ def test_image_option_takes_a_variable_first_then_a_file(ip: Any, claude_emulato
                                                           tmp_path: Path) -> None:
     (tmp_path / "shot").write_bytes(png((30, 20), "blue"))
     ip.user_ns["shot"] = png((40, 10), "green")  # a variable wins over a file of the same name
-    run(ip, "%%claude --image shot --image shot\nCompare the two.")
+    ip.user_ns["photo"] = png((8, 8), "white")
+    run(ip, "%%claude --image shot --image photo\nCompare the two.")
     content = last_content(claude_emulator)
     assert [b["type"] for b in content] == ["image", "image", "text"]
-    assert image_size(content[0]) == image_size(content[1]) == (40, 10)
+    assert image_size(content[0]) == (40, 10) and image_size(content[1]) == (8, 8)
     del ip.user_ns["shot"]
     run(ip, "%%claude --image shot\nWhat colour?")
     assert image_size(last_content(claude_emulator)[0]) == (30, 20)
@@ -154,3 +155,57 @@ def test_bad_media_input_is_one_line_and_sends_nothing(ip: Any, claude_emulator:
     error = fails(ip, cell)
     assert message in str(error) and "\n" not in str(error)
     assert len(claude_emulator.requests) == before
+
+
+def pdf(pages: int) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    images = [Image.new("RGB", (200, 260), "white") for _ in range(pages)]
+    images[0].save(buf, format="PDF", save_all=True, append_images=images[1:])
+    return buf.getvalue()
+
+
+def sources(emu: Any) -> list[str]:
+    return [b["source"]["type"] for b in last_content(emu) if b["type"] in ("image", "document")]
+
+
+def test_a_pdf_asked_many_questions_is_uploaded_once_and_referenced_after(
+        ip: Any, claude_emulator: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    ip.user_ns["report"] = pdf(2)
+    run(ip, "%%claude\nSummarise {report}.")
+    assert sources(claude_emulator) == ["base64"]  # a one-off costs no upload
+    assert claude_emulator.files.uploads == 0
+    for question in ("Who wrote {report}?", "When was {report} written?", "Who is {report} for?"):
+        run(ip, f"%%claude\n{question}")
+        assert sources(claude_emulator) == ["file"]
+        assert "[document pdf 2 pages]" in ip.user_ns["_claude"].text
+    assert claude_emulator.files.uploads == 1
+    # the content decides the cache key, never how it went: the first question again is a hit
+    run(ip, "%%claude\nSummarise {report}.")
+    assert ip.user_ns["_claude"].cached
+    capsys.readouterr()
+    run(ip, "%claude_files")
+    listed = capsys.readouterr().out
+    assert listed.count("file_") == 1 and "application/pdf" in listed
+
+
+def test_uploads_are_remembered_across_sessions_and_a_deleted_file_goes_up_again(
+        ip: Any, claude_emulator: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    ip.user_ns["report"] = pdf(1)
+    for question in ("One: {report}", "Two: {report}"):
+        run(ip, f"%%claude\n{question}")
+    [uploaded] = ip.find_cell_magic("claude").__self__.client.uploads.list()
+    run(ip, "%config ClaudeMagics.max_tokens = 64")  # a new client, the same cache
+    run(ip, "%%claude\nThree: {report}")
+    assert sources(claude_emulator) == ["file"] and claude_emulator.files.uploads == 1
+    assert last_content(claude_emulator)[1]["source"]["file_id"] == uploaded["id"]
+    claude_emulator.files.delete(uploaded["id"])  # expired or deleted behind our back
+    run(ip, "%config ClaudeMagics.max_tokens = 32")
+    run(ip, "%%claude\nFour: {report}")
+    assert sources(claude_emulator) == ["file"] and claude_emulator.files.uploads == 2
+    assert last_content(claude_emulator)[1]["source"]["file_id"] != uploaded["id"]
+    capsys.readouterr()
+    run(ip, "%claude_files clear")
+    assert "deleted 1 uploaded files" in capsys.readouterr().out
+    assert len(claude_emulator.files) == 0

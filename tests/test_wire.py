@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -308,3 +309,24 @@ def test_assembler_returns_nothing_for_an_empty_delta_and_its_events_are_frozen(
     assert event == TextDelta("hi")
     with pytest.raises(AttributeError):
         event.text = "changed"  # type: ignore[misc,union-attr]
+
+
+def test_images_and_documents_are_keyed_by_their_content_never_a_file_id_or_base64() -> None:
+    import base64 as b64
+    import hashlib
+
+    data = b"\x89PNG\r\n\x1a\n pretend pixels"
+    digest = hashlib.sha256(data).hexdigest()
+
+    def body(source: dict[str, Any]) -> dict[str, Any]:
+        return {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "What is it?"}, {"type": "image", "source": source}]}]}
+
+    inline = _wire.cache_fields(body({"type": "base64", "media_type": "image/png",
+                                      "data": b64.b64encode(data).decode()}))
+    uploaded = _wire.cache_fields(body({"type": "file", "file_id": "file_1"}), {"file_1": digest})
+    reuploaded = _wire.cache_fields(body({"type": "file", "file_id": "file_2"}), {"file_2": digest})
+    assert inline == uploaded == reuploaded
+    assert "file_1" not in json.dumps(uploaded) and b64.b64encode(data).decode() not in json.dumps(inline)
+    unknown = _wire.cache_fields(body({"type": "file", "file_id": "file_3"}))  # nothing known: as sent
+    assert unknown != inline and "file_3" in json.dumps(unknown)
