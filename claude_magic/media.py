@@ -199,9 +199,21 @@ def user_content(parts: list[Any], *, model: str, file_id: Callable[[Media], str
     if sum(1 for p in parts if isinstance(p, Media) and p.kind == "image") > MANY_IMAGES:
         parts = [as_media(p.data, where=p.where, model=model, many_images=True) or p
                  if isinstance(p, Media) and p.kind == "image" and p.data is not None else p for p in parts]
-    blocks = [p.block(file_id(p) if file_id is not None else None) if isinstance(p, Media)
-              else {"type": "text", "text": p}
-              for p in parts if isinstance(p, Media) or (isinstance(p, str) and p.strip())]
+    blocks: list[dict[str, Any]] = []
+    inline: list[Media] = []  # sent as base64: they count toward the request's 32 MB
+    for part in parts:
+        if isinstance(part, Media):
+            reference = file_id(part) if file_id is not None else None
+            blocks.append(part.block(reference))
+            if reference is None and part.data is not None:
+                inline.append(part)
+        elif isinstance(part, str) and part.strip():
+            blocks.append({"type": "text", "text": part})
+    size = sum(_b64_len(len(m.data or b"")) for m in inline)
+    if size > _MAX_REQUEST:
+        biggest = ", ".join(m.where for m in sorted(inline, key=lambda m: -len(m.data or b""))[:3])
+        raise _error(biggest, f"together the images and PDFs are {_mb(size)} in base64: over the 32 MB a "
+                     "request may hold; send fewer or smaller ones")
     return blocks, [p for p in parts if isinstance(p, Media)]
 
 

@@ -209,3 +209,19 @@ def test_uploads_are_remembered_across_sessions_and_a_deleted_file_goes_up_again
     run(ip, "%claude_files clear")
     assert "deleted 1 uploaded files" in capsys.readouterr().out
     assert len(claude_emulator.files) == 0
+
+
+def test_a_request_over_32_mb_is_refused_before_sending_naming_the_biggest(
+        ip: Any, claude_emulator: Any) -> None:
+    def big_pdf(megabytes: int) -> bytes:
+        return b"%PDF-1.4\n1 0 obj << /Type /Page >> endobj\n" + b"0" * (megabytes * 2**20) + b"\n%%EOF\n"
+
+    ip.user_ns.update(a=big_pdf(9), b=big_pdf(10), c=big_pdf(8))
+    before = len(claude_emulator.requests)
+    error = fails(ip, "%%claude\nCompare {a}, {b} and {c}.")
+    message = str(error)
+    assert message.startswith("{b}, {a}, {c}: together the images and PDFs are 36.0 MB in base64")
+    assert "32 MB" in message and "\n" not in message
+    assert len(claude_emulator.requests) == before
+    for name in "abc":
+        ip.user_ns.pop(name)
