@@ -223,7 +223,13 @@ class Client:
         max_tokens: int | None = None,
         **options: Any,
     ) -> dict[str, Any]:
-        """The request body ``complete`` would send (checked; raises ConfigError)."""
+        """The request body ``complete`` would send (checked; raises ConfigError). A list of parts —
+        strings and images, figures, PDFs (see ``media.as_media``) — is one user turn of blocks."""
+        if isinstance(prompt_or_messages, (list, tuple)) and not all(isinstance(m, dict)
+                                                                     for m in prompt_or_messages):
+            from .media import parts_turn
+
+            prompt_or_messages = parts_turn(list(prompt_or_messages), model=model or self.model)
         return _wire.build_body(
             prompt_or_messages,
             model=model or self.model,

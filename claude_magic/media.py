@@ -47,7 +47,7 @@ from urllib.parse import urlsplit
 from .errors import ConfigError
 
 __all__ = ["MAX_IMAGE_BASE64", "MAX_PDF_BYTES", "MANY_IMAGES", "PDF_TEXT_TOKENS", "Media", "MediaError",
-           "as_media", "describe", "image_limits", "image_tokens", "is_media", "user_content"]
+           "as_media", "describe", "image_limits", "image_tokens", "is_media", "parts_turn", "user_content"]
 
 MAX_IMAGE_BASE64 = 10 * 2**20  # one image, base64 (the API counts MiB: "5242880 bytes" was its 5 MB)
 MAX_PDF_BYTES = 32 * 2**20
@@ -215,6 +215,21 @@ def user_content(parts: list[Any], *, model: str, file_id: Callable[[Media], str
         raise _error(biggest, f"together the images and PDFs are {_mb(size)} in base64: over the 32 MB a "
                      "request may hold; send fewer or smaller ones")
     return blocks, [p for p in parts if isinstance(p, Media)]
+
+
+def parts_turn(parts: list[Any], *, model: str) -> list[dict[str, Any]]:
+    """Prompt parts from the Python API (text, and whatever :func:`as_media` recognises) as one user
+    turn of blocks; a part that is neither is a one-line error."""
+    converted: list[Any] = []
+    for i, part in enumerate(parts):
+        medium = part if isinstance(part, (str, Media)) else as_media(part, where=f"prompt part {i}",
+                                                                       model=model)
+        if medium is None:
+            raise _error(f"prompt part {i}", f"a {type(part).__name__} is neither text nor an image or PDF "
+                         "(give a str, a figure, a PIL image, image or PDF bytes, or a Path)")
+        converted.append(medium)
+    blocks, _ = user_content(converted, model=model)
+    return [{"role": "user", "content": blocks}]
 
 
 def describe(media: Media) -> str:

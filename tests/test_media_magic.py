@@ -225,3 +225,48 @@ def test_a_request_over_32_mb_is_refused_before_sending_naming_the_biggest(
     assert len(claude_emulator.requests) == before
     for name in "abc":
         ip.user_ns.pop(name)
+
+
+# -- the Python API ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def values(tmp_path: Path) -> dict[str, Any]:
+    """One value of each kind the API takes, with the label the emulator answers for it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from IPython.display import Image as IPythonImage
+    from PIL import Image
+
+    figure, _ = plt.subplots(figsize=(2, 1), dpi=50)
+    (tmp_path / "file.png").write_bytes(png((50, 40)))
+    return {
+        "figure": figure,
+        "pil": Image.new("RGB", (60, 30), "blue"),
+        "repr_png": IPythonImage(data=png((70, 20))),
+        "bytes": png((80, 10)),
+        "path": tmp_path / "file.png",
+        "pdf bytes": pdf(2),
+    }
+
+
+@pytest.mark.parametrize("kind", ["figure", "pil", "repr_png", "bytes", "path", "pdf bytes"])
+def test_the_python_api_takes_each_kind_of_value_as_a_prompt_part(
+        client: Any, emu: Any, values: dict[str, Any], kind: str) -> None:
+    reply = client.complete(["Here is one:", values[kind], "What is it?"], model=MODEL)
+    content = last_content(emu)
+    assert [b["type"] for b in content] == ["text", "document" if "pdf" in kind else "image", "text"]
+    label = "[document pdf 2 pages]" if "pdf" in kind else "[image {}x{} png]".format(*image_size(content[1]))
+    assert reply.text.startswith(label)
+    again = client.complete(["Here is one:", values[kind], "What is it?"], model=MODEL)
+    assert again.cached  # keyed by the content
+
+
+def test_the_python_api_refuses_a_part_that_is_neither_text_nor_media(client: Any, emu: Any) -> None:
+    from claude_magic.media import MediaError
+
+    with pytest.raises(MediaError, match=r"^prompt part 1: a dict is neither text nor an image or PDF"):
+        client.complete(["Look:", {"not": "media"}], model=MODEL)
+    assert emu.requests == []
