@@ -135,6 +135,9 @@ def _lookup(client: Client, opts: _Options, state: _State) -> tuple[list[int], d
     todo: list[int] = []
     keys: dict[int, str] = {}
     for uid, prompt in enumerate(state.plan.prompts):
+        if (error := state.plan.errors.get(uid)) is not None:  # a medium that cannot be sent
+            state.invalid(uid, error)
+            continue
         try:
             keys[uid] = opts.key(client, prompt)
         except ConfigError as exc:  # e.g. a character UTF-8 cannot encode: that row's error
@@ -287,7 +290,7 @@ def run_batch(
                                 prompt_cache=prompt_cache)
         if background and dry_run:
             raise ConfigError("a dry run sends nothing to wait for: drop background=True (or dry_run=True)")
-        plan = plan_prompts(template, data)
+        plan = plan_prompts(template, data, model=opts.model)
         budget_gate = _make_budget(opts)
         outcome = _run(client, plan, opts, budget_gate, dry_run, progress, _label(template), background,
                        client.close if own_client else None)
@@ -314,7 +317,7 @@ def _run(client: Client, plan: PromptPlan, opts: _Options, budget: _Budget | Non
     if dry_run:
         report = _dry_run(client, opts, state, todo)
         report.cache_write_tokens, report.cache_read_tokens, report.prompt_cache_saved = expected_use(
-            plan, opts, todo, report.input_tokens)
+            plan, opts, todo, report.text_tokens)
         return _finish(plan, state, opts, started, dry_run=report)
     engine: _Live | _Batches
     if opts.api == "batch":

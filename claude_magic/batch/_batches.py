@@ -18,6 +18,7 @@ from .._scheduler import Priority, job_context
 from .._typed import typed_reply, with_format
 from ..errors import AnswerInvalid, APIError, ClaudeError, NotFoundError, error_for_status
 from ._live import _Budget
+from ._media import MediaPrompt, request_content
 from ._prefix import shared_prefix
 from ._report import Stop, _Options, _State
 
@@ -76,6 +77,7 @@ class _Batches:
         self.budget = budget
         self.job: str | None = None  # set by the caller: the scheduler's id of this run
         self.prefix = shared_prefix(state.plan, opts, todo)
+        self.base64: dict[str, str] = {}  # one string per medium for the requests held at once
 
     def _requests(self) -> tuple[list[dict[str, Any]], list[int], dict[str, int]]:
         requests, sizes, by_id = [], [], {}
@@ -95,12 +97,13 @@ class _Batches:
             by_id[custom_id] = uid
         return requests, sizes, by_id
 
-    def _body(self, prompt: str) -> dict[str, Any]:
+    def _body(self, prompt: str | MediaPrompt) -> dict[str, Any]:
         """The request body of ``prompt``, with the shared prefix's one-hour marks when it has them."""
         if self.prefix is None or not self.prefix.marks(prompt):
-            return self.opts.body(self.client, prompt)
+            return self.opts.body(self.client, prompt, self.base64)
         content, marks = self.prefix.request(prompt)
-        return self.client.build_body(content, model=self.opts.model, max_tokens=self.opts.max_tokens,
+        return self.client.build_body(request_content(content, self.opts.model, self.base64),
+                                      model=self.opts.model, max_tokens=self.opts.max_tokens,
                                       system=self.opts.system, **marks,
                                       **with_format(self.opts.body_options, self.opts.schema))
 
@@ -122,6 +125,7 @@ class _Batches:
         if self.budget is not None and (self.budget.too_big(prompt) or not self.budget.reserve(uid, prompt)):
             return  # the batch's own accounting decides about this row
         content, marks = self.prefix.request(prompt)
+        content = request_content(content, self.opts.model)
         reply = None
         try:
             reply = await self.client.acomplete(

@@ -29,6 +29,7 @@ from ..errors import (
     SpendLimitReached,
 )
 from ..reply import Reply
+from ._media import MediaPrompt, request_content, text_of
 from ._pacing import DEFAULT_MAX_CONCURRENCY, START_WINDOW, _Window
 from ._prefix import SharedPrefix, shared_prefix
 from ._report import Stop, _Options, _State
@@ -60,12 +61,13 @@ class _Budget:
         """Requests may write the prompt cache: price their worst case as all input written."""
         self.input_price = max(self.price.input, self.price.cache_write_5m)
 
-    def worst_case(self, prompt: str, system_tokens: int = 0) -> float:
-        tokens = len(prompt.encode("utf-8")) * self.tokens_per_byte + system_tokens + 8
+    def worst_case(self, prompt: str | MediaPrompt, system_tokens: int = 0) -> float:
+        media = prompt.worst_tokens() if isinstance(prompt, MediaPrompt) else 0
+        tokens = _size(prompt) * self.tokens_per_byte + media + system_tokens + 8
         usd = tokens * self.input_price + self.max_tokens * self.price.output
         return usd * self.factor / 1_000_000
 
-    def too_big(self, prompt: str) -> BudgetExceeded | None:
+    def too_big(self, prompt: str | MediaPrompt) -> BudgetExceeded | None:
         """The error for a prompt whose worst case alone passes the whole budget (it would stop
         every run at it), else None: such a row fails, the rows that fit go on."""
         need = self.worst_case(prompt)
@@ -74,23 +76,30 @@ class _Budget:
         return BudgetExceeded(f"worst case {_usd(need)} alone passes the budget {_usd(self.limit)}: "
                               "raise --budget or lower --max-tokens")
 
-    def reserve(self, uid: int, prompt: str) -> bool:
+    def reserve(self, uid: int, prompt: str | MediaPrompt) -> bool:
         need = self.worst_case(prompt)
         if self.spent + sum(self.reserved.values()) + need > self.limit + 1e-12:
             return False
         self.reserved[uid] = need
         return True
 
-    def settle(self, uid: int, reply: Reply | None, prompt: str) -> None:
+    def settle(self, uid: int, reply: Reply | None, prompt: str | MediaPrompt) -> None:
         self.reserved.pop(uid, None)
         if reply is not None:
             self.spent += reply.cost or 0.0
-            size = len(prompt.encode("utf-8"))
-            if size and reply.usage.total_input:
+            size = _size(prompt)
+            # the text's share of the input: a medium's tokens are known (or its worst case taken)
+            media = prompt.media_tokens()[0] if isinstance(prompt, MediaPrompt) else 0
+            text_tokens = reply.usage.total_input - media
+            if size and text_tokens > 0:
                 # learn the prompt's ratio, rounded up, but never below a prudent floor; from all of its
                 # input: input_tokens alone leaves out what the prompt cache wrote or read
-                self.tokens_per_byte = max(self.tokens_per_byte * 0.5, reply.usage.total_input / size * 1.1,
-                                           1 / 8)
+                self.tokens_per_byte = max(self.tokens_per_byte * 0.5, text_tokens / size * 1.1, 1 / 8)
+
+
+def _size(prompt: str | MediaPrompt) -> int:
+    """UTF-8 bytes of the prompt's text (what the tokens-per-byte ratio is learnt over)."""
+    return len(text_of(prompt).encode("utf-8", "surrogatepass"))
 
 
 def _usd(usd: float) -> str:
@@ -208,6 +217,7 @@ class _Live:
         prompt = self.state.plan.prompts[uid]
         prefix = self.prefix
         ask, marks = prefix.request(prompt) if prefix is not None else (prompt, {})
+        ask = request_content(ask, self.opts.model)  # a media prompt's base64 exists while it is in flight
         options = {**marks, **self.opts.call_options()}  # a cache_system the caller gave wins
         reply: Reply | None = None
         try:

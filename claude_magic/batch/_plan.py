@@ -7,6 +7,12 @@ Placeholders follow :mod:`claude_magic.interpolate`. Rows are factorised over th
 template uses, so only distinct value combinations are rendered (linear in the rows). A row whose
 used column is missing (NaN/None/null) or a string of whitespace only is skipped: sent, it would be
 a prompt without its subject, or one the API refuses.
+
+Images and PDFs: a row whose placeholders name media becomes a :class:`MediaPrompt` (see ``_media``);
+rows are then rendered through :func:`claude_magic.interpolate.render` with a media hook, and
+deduplicated by their text and their media's content. A value that cannot be sent (an unreadable
+file, an unsupported format, a PDF too big) is that row's error (``PromptPlan.errors``), in one line
+naming the row and the column; the other rows go on. A plan without media is exactly as it was.
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ import pandas as pd
 
 from ..errors import ConfigError
 from ..frames import Table, read
-from ..interpolate import interpolate, placeholders
+from ..interpolate import interpolate, placeholders, render
+from ..media import Media, MediaError
+from ._media import Converter, MediaPrompt, wants_media
 
 
 @dataclass
@@ -35,16 +43,20 @@ class PromptPlan:
     ``index``: the rows' labels (pandas' index; positions for polars, Arrow and lists) ·
     ``table``: the source read, which makes the answers in its own library (:meth:`answers`) ·
     ``template``: the template the prompts were rendered from.
+    ``prompts``: a string each, or a :class:`MediaPrompt` for one holding images or PDFs ·
+    ``errors``: the prompts whose rows cannot be sent (a medium that cannot be read), by position in
+    ``prompts`` (which holds ``""`` there).
     """
 
     index: pd.Index
     codes: np.ndarray
-    prompts: list[str]
+    prompts: list[str | MediaPrompt]
     columns: list[str]
     skipped: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     empty: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=bool))
     table: Table | None = None
     template: str = ""
+    errors: dict[int, MediaError] = field(default_factory=dict)
 
     @functools.cached_property
     def head(self) -> str:
@@ -220,9 +232,14 @@ def _static_head(template: str) -> str:
     if mark is None:
         return ""
     cut = _Cut(mark)
-    rendered = interpolate(template, {_first_name(e): cut for e in placeholders(template)})
+    # a hook that takes nothing as media, so {photo:image} too renders as the mark
+    rendered = render(template, {_first_name(e): cut for e in placeholders(template)}, media=_no_media).text
     head, found, _ = rendered.partition(mark)
     return head if found else ""
+
+
+def _no_media(value: Any, kind: str | None, name: str) -> None:
+    return None
 
 
 def _unused_char(template: str) -> str | None:
@@ -231,26 +248,75 @@ def _unused_char(template: str) -> str | None:
     return next((chr(c) for c in range(0xE000, 0xF900) if chr(c) not in used), None)
 
 
-def plan_prompts(template: str, data: Any) -> PromptPlan:
+def _media_renderer(template: str, aliases: Mapping[str, str], index: pd.Index,
+                    model: str) -> Callable[[dict[str, Any], int], str | MediaPrompt]:
+    """``(row, position) -> prompt`` through :func:`render` with a media hook: a string when the row
+    holds no media, else a :class:`MediaPrompt`. Raises MediaError naming the row and the column."""
+    convert = Converter(model)
+
+    def one(row: dict[str, Any], pos: int) -> str | MediaPrompt:
+        namespace = dict(row)
+        namespace.update({alias: row[column] for alias, column in aliases.items()})
+        label = index[pos]
+
+        def hook(value: Any, kind: str | None, name: str) -> Media | None:
+            column = _first_name(name.strip("{}"))
+            return convert(value, kind, f"row {label} ({aliases.get(column, column)})")
+
+        parts = render(template, namespace, media=hook).parts
+        if all(isinstance(p, str) for p in parts):
+            return "".join(parts)
+        return MediaPrompt(tuple(convert.many_images(parts)))
+
+    return one
+
+
+def plan_prompts(template: str, data: Any, *, model: str | None = None) -> PromptPlan:
     """Render ``template`` over ``data`` into unique prompts (see the module doc); sends nothing.
 
     ``data``: a DataFrame (placeholders name its columns), a Series, an Arrow array or a list
     (``{value}``, or the Series' name), of pandas, polars or pyarrow; a LazyFrame is collected,
-    with a warning. ConfigError for another type, or a placeholder that names no column.
+    with a warning. ``model``: the model images are sized for (the newest limits when None).
+    ConfigError for another type, or a placeholder that names no column.
     """
     table = read(data)
     columns = _template_columns(template, table)
     cells = {column: table.cells(column) for column in columns}
     n = len(table.index)
     groups, first_rows, blank = _group_codes(cells, n)
-    render = _renderer(template, table.aliases)
-    prompt_ids: dict[str, int] = {}
-    group_to_prompt = np.empty(len(first_rows), dtype=np.int64)
-    for g, pos in enumerate(first_rows):
-        prompt = render({c: values.iat[int(pos)] for c, values in cells.items()})
-        group_to_prompt[g] = prompt_ids.setdefault(prompt, len(prompt_ids))
+    if wants_media(template, cells, first_rows):
+        rich = _media_renderer(template, table.aliases, table.index, model or "")
+        prompts, errors, group_to_prompt = _render_groups(rich, cells, first_rows)
+    else:
+        fast = _renderer(template, table.aliases)
+        prompts, errors, group_to_prompt = _render_groups(lambda row, pos: fast(row), cells, first_rows)
     codes = np.where(groups >= 0, group_to_prompt[np.maximum(groups, 0)] if len(first_rows) else -1, -1)
     skipped = np.flatnonzero(groups < 0)
-    return PromptPlan(index=table.index, codes=codes.astype(np.int64), prompts=list(prompt_ids),
+    return PromptPlan(index=table.index, codes=codes.astype(np.int64), prompts=prompts,
                       columns=columns, skipped=skipped, empty=blank[skipped], table=table,
-                      template=template)
+                      template=template, errors=errors)
+
+
+def _render_groups(render_row: Callable[[dict[str, Any], int], str | MediaPrompt],
+                   cells: Mapping[str, pd.Series], first_rows: np.ndarray,
+                   ) -> tuple[list[str | MediaPrompt], dict[int, MediaError], np.ndarray]:
+    """Each group's prompt, deduplicated (by text, and a media prompt by :attr:`MediaPrompt.key`): the
+    prompts in order (``""`` for a failed one), the errors by prompt position, each group's position."""
+    prompts: list[str | MediaPrompt] = []
+    errors: dict[int, MediaError] = {}
+    group_to_prompt = np.empty(len(first_rows), dtype=np.int64)
+    positions: dict[Any, int] = {}
+    for g, pos in enumerate(first_rows):
+        try:
+            prompt = render_row({c: values.iat[int(pos)] for c, values in cells.items()}, int(pos))
+        except MediaError as exc:  # that row's error; each failing group is a prompt of its own
+            errors[len(prompts)] = exc
+            group_to_prompt[g] = len(prompts)
+            prompts.append("")
+            continue
+        key = prompt.key if isinstance(prompt, MediaPrompt) else prompt
+        uid = positions.setdefault(key, len(prompts))
+        if uid == len(prompts):
+            prompts.append(prompt)
+        group_to_prompt[g] = uid
+    return prompts, errors, group_to_prompt

@@ -37,6 +37,7 @@ from typing import Any
 from .. import pricing
 from .._wire import _cache_mark
 from ..reply import Usage
+from ._media import MediaPrompt, text_of
 from ._plan import PromptPlan
 from ._report import _Options
 
@@ -83,17 +84,20 @@ class SharedPrefix:
     system_tokens: int = 0
     ttl: bool | str = True  # the marks' lifetime: five minutes (True), or "1h" for Message Batches
 
-    def splits(self, prompt: str) -> bool:
-        """Whether ``prompt`` is sent as the marked head and the rest (a non-blank rest)."""
-        return bool(self.head) and prompt.startswith(self.head) and bool(prompt[len(self.head):].strip())
+    def splits(self, prompt: str | MediaPrompt) -> bool:
+        """Whether ``prompt`` is sent as the marked head and the rest (a non-blank rest). A prompt with
+        images or PDFs is not split: only the system prompt's mark applies to it."""
+        return (bool(self.head) and isinstance(prompt, str) and prompt.startswith(self.head)
+                and bool(prompt[len(self.head):].strip()))
 
-    def marks(self, prompt: str) -> bool:
+    def marks(self, prompt: str | MediaPrompt) -> bool:
         return self.system or self.splits(prompt)
 
-    def request(self, prompt: str) -> tuple[Any, dict[str, Any]]:
-        """What ``client.acomplete`` takes for ``prompt``: the prompt or its messages, and options."""
+    def request(self, prompt: str | MediaPrompt) -> tuple[Any, dict[str, Any]]:
+        """What ``client.acomplete`` takes for ``prompt``: the prompt or its messages, and options (a
+        media prompt comes back as it is: ``_media.request_content`` builds its blocks)."""
         options = {"cache_system": self.ttl} if self.system else {}
-        if not self.splits(prompt):
+        if not isinstance(prompt, str) or not self.splits(prompt):
             return prompt, options
         content = [{"type": "text", "text": self.head, "cache_control": _cache_mark(self.ttl)},
                    {"type": "text", "text": prompt[len(self.head):]}]
@@ -132,7 +136,7 @@ def expected_use(plan: PromptPlan, opts: _Options, todo: list[int],
         return 0, 0, 0.0
     prompts = [plan.prompts[uid] for uid in todo]
     system = _size(opts.system or "")
-    total = sum(map(_size, prompts)) + system * len(prompts)
+    total = sum(_size(text_of(p)) for p in prompts) + system * len(prompts)
     head_tokens, system_tokens = prefix.head_tokens, prefix.system_tokens
     if input_tokens and total:
         per_byte = input_tokens / total

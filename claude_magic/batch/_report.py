@@ -16,6 +16,7 @@ import pandas as pd
 from .. import pricing
 from ..errors import ClaudeError, ConfigError
 from ..reply import Reply
+from ._media import MediaPrompt, request_content, text_of
 from ._plan import PromptPlan
 
 if TYPE_CHECKING:
@@ -164,6 +165,10 @@ class DryRunReport:
     When the run would mark a shared prefix for the prompt cache, ``cache_write_tokens`` (written
     once) and ``cache_read_tokens`` (read by the other requests) estimate its use and
     ``prompt_cache_saved`` what it would take off that range (see :class:`BatchSummary`).
+    Images and PDFs are part of ``input_tokens``: ``image_tokens`` exactly (the formula at the size
+    sent), PDFs as the estimate ``pdf_tokens_low``–``pdf_tokens_high`` (the low and high ends of the
+    range include it, ``input_tokens`` its middle); ``uncounted_media`` (URLs, PDFs whose pages cannot
+    be read) are in none of them. ``failed``: prompts whose rows cannot be sent (see ``errors``).
     """
 
     rows: int
@@ -184,10 +189,36 @@ class DryRunReport:
     cache_write_tokens: int = 0
     cache_read_tokens: int = 0
     prompt_cache_saved: float | None = 0.0
+    image_tokens: int = 0
+    pdf_tokens_low: int = 0
+    pdf_tokens_high: int = 0
+    uncounted_media: int = 0
+    failed: int = 0
 
     @property
     def duplicates(self) -> int:
         return max(0, self.rows - self.skipped - self.unique)
+
+    @property
+    def text_tokens(self) -> int:
+        """``input_tokens`` less the media's share: what ``count_tokens`` counted (or its estimate)."""
+        return self.input_tokens - self.image_tokens - (self.pdf_tokens_low + self.pdf_tokens_high) // 2
+
+    def _media(self) -> str:
+        """``; images 1,204 tokens (exact), PDFs ≈ 7,920–12,420 tokens (estimate), 2 URLs not counted``."""
+        parts = []
+        if self.image_tokens:
+            parts.append(f"images {self.image_tokens:,} tokens (exact)")
+        if self.pdf_tokens_high:
+            parts.append(f"PDFs ≈ {self.pdf_tokens_low:,}–{self.pdf_tokens_high:,} tokens (estimate)")
+        if self.uncounted_media:
+            plural = "" if self.uncounted_media == 1 else "s"
+            parts.append(f"{self.uncounted_media:,} URL or unread PDF{plural} not counted "
+                         "(the API fetches and counts them)")
+        if self.failed:
+            plural = "" if self.failed == 1 else "s"
+            parts.append(f"{self.failed:,} prompt{plural} cannot be sent (see errors)")
+        return "; " + ", ".join(parts) if parts else ""
 
     def __str__(self) -> str:
         reasons = _skip_values(self.skipped, self.skipped_empty)
@@ -198,8 +229,11 @@ class DryRunReport:
                 f"{self.cached:,} cached, {self.to_send:,} to send to {self.model}")
         if not self.to_send:
             return head + "; nothing to pay"
-        if self.counted == self.to_send:
+        if self.counted == self.to_send and not self.pdf_tokens_high:
             tokens = f"input {self.input_tokens:,} tokens (counted)"
+        elif self.counted == self.to_send:
+            spread = f"{self.input_tokens_low:,}–{self.input_tokens_high:,}"
+            tokens = f"input ≈ {self.input_tokens:,} tokens ({spread}: PDFs estimated)"
         else:
             spread = f"{self.input_tokens_low:,}–{self.input_tokens_high:,}"
             tokens = f"input ≈ {self.input_tokens:,} tokens ({spread}, from a sample of {self.counted:,})"
@@ -208,7 +242,7 @@ class DryRunReport:
         if self.cost_low is not None:
             cost = (f"{pricing.format_cost(self.cost_low)}–{pricing.format_cost(self.cost_high)} {price} "
                     f"(output 0–{self.max_tokens:,} tokens each)")
-        line = f"{head}; {tokens}; {cost}"
+        line = f"{head}; {tokens}{self._media()}; {cost}"
         if self.cache_write_tokens or self.cache_read_tokens:
             line += "; ≈ " + _prompt_cache(self.cache_write_tokens, self.cache_read_tokens,
                                            self.prompt_cache_saved)
@@ -309,18 +343,22 @@ class _Options:
     schema: Schema | None = None
     prompt_cache: bool = True  # mark the prefix the requests share (see _prefix)
 
-    def body(self, client: Client, prompt: str) -> dict[str, Any]:
+    def body(self, client: Client, prompt: str | MediaPrompt, shared: dict[str, str] | None = None,
+             ) -> dict[str, Any]:
+        """The request body of ``prompt`` (a media prompt's blocks in base64: see ``_media``)."""
         from .._typed import with_format
 
-        return client.build_body(prompt, model=self.model, max_tokens=self.max_tokens, system=self.system,
+        return client.build_body(request_content(prompt, self.model, shared), model=self.model,
+                                  max_tokens=self.max_tokens, system=self.system,
                                  **with_format(self.body_options, self.schema))
 
-    def key(self, client: Client, prompt: str) -> str:
-        """The prompt's cache key; ConfigError for a prompt the API would refuse (that row's error)."""
+    def key(self, client: Client, prompt: str | MediaPrompt) -> str:
+        """The prompt's cache key; ConfigError for a prompt the API would refuse (that row's error).
+        Computed from the body sent, base64 and all, so it covers a medium's content, never its path."""
         try:
             return client.cache_key(self.body(client, prompt))
         except UnicodeEncodeError as exc:
-            raise ConfigError(_not_utf8(prompt, exc)) from None
+            raise ConfigError(_not_utf8(text_of(prompt), exc)) from None
 
     def call_options(self) -> dict[str, Any]:
         return {"model": self.model, "max_tokens": self.max_tokens, "system": self.system,
