@@ -99,8 +99,9 @@ def _unquote(token: str) -> str:
 @argument("source", help="the rows: df.col, df['col'], a DataFrame, a Series or a list of strings "
           "(any expression without spaces)")
 @argument("template", nargs="?", default=None,
-          help="the prompt, quoted, with {column} placeholders ({value} for a Series or list); "
-          "or the cell body with %%%%claude_batch")
+          help="the prompt, quoted, with {column} placeholders ({value} for a Series or list); a column "
+          "of images, PDFs, figures or Paths is sent as image or document blocks, a column of paths or "
+          "URLs when written {photo:image} or {report:pdf}; or the cell body with %%%%claude_batch")
 @argument("-o", "--out", dest="dest", default=None,
           help="where the answers go: df.new_col, df['new_col'] (a column: pandas aligned to the index, "
           "polars and Arrow by position, their name rebound to a copy) or a variable name (a series); "
@@ -135,9 +136,10 @@ def claude_batch(session: Session, shell: Any, line: str, cell: str | None = Non
     %claude_batch SOURCE "TEMPLATE" -o DEST [options]
     %%claude_batch SOURCE -o DEST [options]   (the template is the cell body)
 
-    Identical prompts are sent once, cached answers are not sent at all. Only the rows answered
-    change DEST: rows skipped (missing or empty values), failed (listed in _claude_batch.errors)
-    or not run keep what DEST held. The whole result is _claude_batch.
+    Identical prompts are sent once (images and PDFs compared by content), cached answers are not
+    sent at all. Only the rows answered change DEST: rows skipped (missing or empty values), failed
+    (listed in _claude_batch.errors: a cell that cannot be sent, such as an unreadable file, fails its
+    row alone) or not run keep what DEST held. The whole result is _claude_batch.
     """
     try:
         args = claude_batch.parser.parse_args(split_line(line))  # type: ignore[attr-defined]

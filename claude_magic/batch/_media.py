@@ -134,6 +134,8 @@ class Converter:
         self._many: dict[str, Media] = {}
 
     def __call__(self, value: Any, kind: str | None, where: str) -> Media | None:
+        if kind is None and not is_media(value):  # text (a string, a number): nothing to convert or keep
+            return None
         identity = _identity(value, kind)
         found = self._done.get(identity) if identity is not None else None
         if found is None:
@@ -176,8 +178,8 @@ class Converter:
 
 def _identity(value: Any, kind: str | None) -> Any:
     """A key under which ``value`` converts alike within a run, or None (converted each time)."""
-    if isinstance(value, str):
-        if kind is None or _URL.match(value.strip()):
+    if isinstance(value, str):  # under a kind: a URL, or a path
+        if _URL.match(value.strip()):
             return ("str", kind, value)
         return ("path", kind, *_stat(Path(value.strip()).expanduser()))
     if isinstance(value, os.PathLike):
