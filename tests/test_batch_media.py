@@ -268,3 +268,16 @@ def test_the_magic_describes_a_column_of_photos_into_a_column(ip: Any) -> None:
     run(ip, '%claude_batch df.photo "Describe {photo}" -o df.caption')
     captions = ip.user_ns["df"]["caption"]
     assert captions[0].startswith("[image 40x30 png]") and captions[1].startswith("[image 64x30 png]")
+
+
+def test_a_budget_counts_an_images_tokens_in_the_worst_case() -> None:
+    from claude_magic.batch._live import _Budget
+    from claude_magic.pricing import price_for
+
+    price = price_for(MODEL)
+    assert price is not None
+    budget = _Budget(1.0, price, max_tokens=10, batch=False)
+    (prompt,) = plan_prompts("Describe {photo}", pd.DataFrame({"photo": [picture(640, 480)]}), model=MODEL).prompts
+    assert isinstance(prompt, MediaPrompt)
+    extra = budget.worst_case(prompt) - budget.worst_case("Describe ")
+    assert extra == pytest.approx(image_tokens(640, 480) * price.input / 1e6)

@@ -288,13 +288,23 @@ def plan_prompts(template: str, data: Any, *, model: str | None = None) -> Promp
         rich = _media_renderer(template, table.aliases, table.index, model or "")
         prompts, errors, group_to_prompt = _render_groups(rich, cells, first_rows)
     else:
-        fast = _renderer(template, table.aliases)
-        prompts, errors, group_to_prompt = _render_groups(lambda row, pos: fast(row), cells, first_rows)
+        prompts, errors, group_to_prompt = _render_text(_renderer(template, table.aliases), cells, first_rows)
     codes = np.where(groups >= 0, group_to_prompt[np.maximum(groups, 0)] if len(first_rows) else -1, -1)
     skipped = np.flatnonzero(groups < 0)
     return PromptPlan(index=table.index, codes=codes.astype(np.int64), prompts=prompts,
                       columns=columns, skipped=skipped, empty=blank[skipped], table=table,
                       template=template, errors=errors)
+
+
+def _render_text(render_row: Callable[[dict[str, Any]], str], cells: Mapping[str, pd.Series],
+                 first_rows: np.ndarray) -> tuple[list[str | MediaPrompt], dict[int, MediaError], np.ndarray]:
+    """:func:`_render_groups` for text alone: the loop of a plan without media, kept as lean as it was."""
+    prompt_ids: dict[str, int] = {}
+    group_to_prompt = np.empty(len(first_rows), dtype=np.int64)
+    for g, pos in enumerate(first_rows):
+        prompt = render_row({c: values.iat[int(pos)] for c, values in cells.items()})
+        group_to_prompt[g] = prompt_ids.setdefault(prompt, len(prompt_ids))
+    return list(prompt_ids), {}, group_to_prompt
 
 
 def _render_groups(render_row: Callable[[dict[str, Any], int], str | MediaPrompt],
