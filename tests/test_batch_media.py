@@ -277,7 +277,8 @@ def test_a_budget_counts_an_images_tokens_in_the_worst_case() -> None:
     price = price_for(MODEL)
     assert price is not None
     budget = _Budget(1.0, price, max_tokens=10, batch=False)
-    (prompt,) = plan_prompts("Describe {photo}", pd.DataFrame({"photo": [picture(640, 480)]}), model=MODEL).prompts
+    df = pd.DataFrame({"photo": [picture(640, 480)]})
+    (prompt,) = plan_prompts("Describe {photo}", df, model=MODEL).prompts
     assert isinstance(prompt, MediaPrompt)
     extra = budget.worst_case(prompt) - budget.worst_case("Describe ")
     assert extra == pytest.approx(image_tokens(640, 480) * price.input / 1e6)
