@@ -8,17 +8,18 @@ only under ``{x:image}`` / ``{x:pdf}``) becomes a :class:`MediaPrompt`: its text
 :class:`Converter` converts each distinct value once (by identity for objects, path, mtime and size
 for files, content for bytes) and shares media whose bytes are identical. Two rows are one request
 when their text and their media's SHA-256, in order, are the same (:attr:`MediaPrompt.key`); the
-response cache's key is the request body's, which carries the base64, so it covers the content and
-never a path.
+response cache's key is the client's key of the request body, which names an image or document
+block by the SHA-256 of its content (``_wire.cache_fields``): never a path, never the base64 itself.
 
 :func:`request_content` is the one place a prompt becomes what is sent: a string as it is, a
 ``MediaPrompt`` as one user turn of content blocks (:func:`claude_magic.media.user_content`, which
 applies the 2,000 px rule to a turn of more than 20 images). It runs when a request is built, so at
 most the requests in flight hold base64. It is also where ``file_id`` sources go: its ``file_id``
 argument (a medium to an uploaded file's id, or None) is handed to ``user_content``; the engines do
-not pass one yet. With one, the response cache's key must still come from the base64 body
-(``_Options.key``), and the live engine must look the cache up and store under that key rather than
-let ``acomplete`` key the body it sends, or a file id would enter the key.
+not pass one yet. ``_Options.key`` keys the base64 body, so a key computed before an upload stays the
+key of the request sent with its ``file_id`` as long as the client maps that id back to its content's
+SHA-256 (``cache_fields(body, files)``). Message Batches keep base64: file references inside them
+are not documented.
 """
 
 from __future__ import annotations

@@ -354,7 +354,7 @@ class _Options:
 
     def key(self, client: Client, prompt: str | MediaPrompt) -> str:
         """The prompt's cache key; ConfigError for a prompt the API would refuse (that row's error).
-        Computed from the body sent, base64 and all, so it covers a medium's content, never its path."""
+        An image or PDF enters it by the SHA-256 of its content (the client's key), never by a path."""
         try:
             return client.cache_key(self.body(client, prompt))
         except UnicodeEncodeError as exc:
