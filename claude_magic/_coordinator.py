@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import _secrets
+from ._loop import quiet_thread
 from .errors import ConfigError
 
 __all__ = ["Beat", "Coordinator", "DirStore", "Store", "allowance", "group_of", "open_store",
@@ -345,7 +346,7 @@ class Coordinator:
         loop = asyncio.get_running_loop()
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(
-                1, thread_name_prefix="claude_magic-coordinator")
+                1, thread_name_prefix="claude_magic-coordinator", initializer=quiet_thread)
         state = {**publish(), "kernel": self.kernel, "pid": os.getpid()}
         if state.get("buckets") or state.get("jobs"):
             self._used = time.monotonic()  # work in flight or spend still counting: not idle

@@ -30,6 +30,7 @@ import asyncio
 import concurrent.futures
 import itertools
 import queue
+import signal
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
@@ -89,6 +90,7 @@ class LoopThread:
         ready = threading.Event()
 
         def run() -> None:  # refers to the loop only: the bridge stays collectable
+            quiet_thread()
             asyncio.set_event_loop(loop)
             loop.call_soon(ready.set)
             try:
@@ -159,6 +161,15 @@ class LoopThread:
                 pass
         if self._finalizer is not None:
             self._finalizer()
+
+
+def quiet_thread() -> None:
+    """Block SIGINT in the calling (worker) thread. A process-directed signal goes to any thread that
+    does not block it; Python runs its handler in the main thread, but a main thread blocked on a
+    lock (``threading.Event().wait()`` in a cell) only wakes when the signal lands on it. With each
+    of our threads blocking it, the stop button always reaches the cell."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
 
 
 def _stop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:

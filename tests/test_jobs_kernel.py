@@ -129,9 +129,11 @@ def test_the_stop_button_stops_the_cell_not_the_job_and_shutdown_cancels_it_clea
               "%config ClaudeMagics.model = 'claude-haiku-5-5'")
     kernel.ok("big = pd.DataFrame({'q': [f'long question {i}' for i in range(400)], 'a': 'old'})")
     kernel.ok('%claude_batch big "Answer {q}" -o big.a --background')
-    msg_id = kernel.kc.execute("import threading\nthreading.Event().wait()")  # a cell that never ends
-    kernel.iopub_until(lambda m: m["parent_header"].get("msg_id") == msg_id
-                       and m["msg_type"] == "execute_input")
+    msg_id = kernel.kc.execute("import threading\nprint('waiting', flush=True)\nthreading.Event().wait()")
+    # interrupted once the cell's own code runs: a SIGINT that lands while IPython still runs the
+    # pre_run_cell hooks is caught there ("Error in callback") and the cell would then never end
+    kernel.iopub_until(lambda m: m["parent_header"].get("msg_id") == msg_id and m["msg_type"] == "stream"
+                       and "waiting" in m["content"].get("text", ""))
     kernel.km.interrupt_kernel()
     reply = kernel.kc.get_shell_msg(timeout=30)
     assert reply["content"]["ename"] == "KeyboardInterrupt"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import signal
 import threading
 
 import pytest
@@ -96,3 +97,17 @@ def test_on_loop_from_another_loop_delivers_on_that_loop() -> None:
     finally:
         bridge.close()
     assert got == [("x", True)]
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks")
+def test_the_loop_thread_blocks_sigint_so_the_stop_button_reaches_the_main_thread() -> None:
+    bridge = LoopThread()
+
+    async def mask() -> set[int]:
+        return set(signal.pthread_sigmask(signal.SIG_BLOCK, []))
+
+    try:
+        assert signal.SIGINT in bridge.run(mask())
+        assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])  # the caller's is untouched
+    finally:
+        bridge.close()

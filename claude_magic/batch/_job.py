@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .._loop import WAIT_SLICE
+from .._loop import WAIT_SLICE, quiet_thread
 from ._report import BatchResult, Progress, _State
 
 if TYPE_CHECKING:
@@ -155,6 +155,7 @@ class BatchJob:
                 raise TimeoutError(f"batch job {self.id} is still running ({self.progress.line()})")
 
     def _watch(self) -> None:
+        quiet_thread()  # the stop button is the cell's, never this thread's
         future = self._future
         while future is not None and not future.done():
             with contextlib.suppress(concurrent.futures.TimeoutError, concurrent.futures.CancelledError):

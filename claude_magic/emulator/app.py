@@ -23,6 +23,7 @@ import logging
 import math
 import re
 import secrets
+import signal
 import socket
 import sys
 import threading
@@ -89,10 +90,26 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
 ]
 
 
+def _quiet() -> None:
+    """Block SIGINT in this server thread: run inside a kernel, the emulator's threads must not take
+    the stop button's signal from the main thread (a cell blocked on a lock wakes only when the
+    signal lands on the main thread)."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 1024  # benchmarks open ~100 connections at once
     allow_reuse_address = True
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        _quiet()
+        super().process_request_thread(request, client_address)
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        _quiet()
+        super().serve_forever(poll_interval)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that closes a kept-alive connection (a Client closed or rebuilt, a cancelled
