@@ -284,3 +284,28 @@ def test_a_budget_counts_an_images_tokens_in_the_worst_case() -> None:
     assert isinstance(prompt, MediaPrompt)
     extra = budget.worst_case(prompt) - budget.worst_case("Describe ")
     assert extra == pytest.approx(image_tokens(640, 480) * price.input / 1e6)
+
+
+def test_a_column_of_matplotlib_figures_is_sent_as_images(emu: Emulator, client: Client) -> None:
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    figures = []
+    for n in (2, 3):
+        fig = Figure(figsize=(2, 1), dpi=50)
+        fig.add_subplot().plot(range(n))
+        figures.append(fig)
+    result = run_batch("What does {fig} show?", pd.DataFrame({"fig": figures}), client=client, model=MODEL)
+    assert result.errors.empty and result.series.str.match(r"\[image \d+x\d+ png\]").all()
+
+
+def test_the_magics_dry_run_marks_the_pdf_estimate(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    ip.user_ns["df"] = pd.DataFrame({"report": [pdf(2)], "photo": [picture(56, 56)]})
+    run(ip, '%claude_batch df "Compare {photo} with {report}" --dry-run')
+    outputs = ip.display_pub.outputs
+    shown = capsys.readouterr().out + (str(outputs[-1]["data"].get("text/plain", "")) if outputs else "")
+    assert f"images {image_tokens(56, 56):,} tokens (exact)" in shown
+    assert "tokens (estimate)" in shown
