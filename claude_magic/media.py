@@ -33,6 +33,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import math
 import os
 import re
 import sys
@@ -55,6 +56,8 @@ MANY_IMAGES = 20  # a request with more images than this has the stricter 2000 p
 _MAX_REQUEST = 32 * 2**20  # a whole request; a bigger PDF must go through the Files API
 PDF_TEXT_TOKENS = (1_500, 3_000)  # per page, by text density (the PDF guide's range)
 _STANDARD, _HIGH_RES, _MANY_IMAGES_EDGE = (1568, 1568), (2576, 4784), 2000
+_HARD_EDGE = 8000  # px: a side the API refuses outright (it downscales anything smaller itself)
+_SENDABLE = ("png", "jpeg", "gif", "webp")
 _LETTER = (2550, 3300)  # a Letter page at 300 dpi: the "standard page" of the PDF estimate
 _SIGNATURES = {b"\x89PNG\r\n\x1a\n": "png", b"\xff\xd8\xff": "jpeg", b"GIF87a": "gif", b"GIF89a": "gif",
                b"%PDF-": "pdf"}
@@ -422,18 +425,18 @@ def _count_pages(data: bytes) -> int:
 
 
 def _fit(size: tuple[int, int], limits: tuple[int, int]) -> tuple[int, int]:
-    """The largest size of the same aspect within ``limits`` (long edge, tokens). Tokens grow in
-    steps at multiples of 28 px, so the best scale is one of those steps or the edge limit."""
+    """The size the API keeps of an image (the emulator's rule, the same function): aspect kept, the
+    long edge brought down to the edge limit and then, while the tokens do not fit, one multiple of
+    28 px at a time (tokens only drop when it crosses one), the short edge rounded. Sending exactly
+    that size costs the tokens the API would bill for the original, not one more."""
     (w, h), (edge, budget) = size, limits
-    if max(w, h) <= edge and image_tokens(w, h) <= budget:
-        return size
-    top = edge / max(w, h)
-    steps = {top, *(28 * c / w for c in range(1, int(w * top) // 28 + 2)),
-             *(28 * r / h for r in range(1, int(h * top) // 28 + 2))}
-    for scale in sorted((s for s in steps if s <= top), reverse=True):
-        fitted = (max(1, int(w * scale + 1e-6)), max(1, int(h * scale + 1e-6)))
-        if max(fitted) <= edge and image_tokens(*fitted) <= budget:
-            return fitted
+    long, short = max(w, h), min(w, h)
+    top = min(long, edge)
+    for patches in range(math.ceil(top / 28), 0, -1):
+        side = min(top, patches * 28)
+        other = max(1, math.floor(side * short / long + 0.5))
+        if patches * math.ceil(other / 28) <= budget:
+            return (side, other) if w >= h else (other, side)
     return (1, 1)
 
 
@@ -456,6 +459,11 @@ def _from_image(data: bytes | None, fmt: str, ask: _Ask, pil: Any = None) -> Med
             pil.draft(None, target)  # libjpeg decodes at 1/2, 1/4 or 1/8 scale
         lossless = fmt != "webp" or data is None or data.find(b"VP8L", 12) != -1
         sent, size = _encode(pil, target, _SAVE_AS[fmt], transpose=data is not None, lossless=lossless)
+        if data is not None and len(sent) >= len(data) and _b64_len(len(data)) <= MAX_IMAGE_BASE64 \
+                and max(original) <= _HARD_EDGE and fmt in _SENDABLE:
+            # the smaller copy came out bigger (a screenshot resampled: new in-between colours PNG
+            # cannot pack): the original goes, and the API keeps the same size of it
+            return Media("image", f"image/{fmt}", data, None, ask.where, target, original, limits=ask.limits)
     except Exception as exc:
         raise _error(ask.where, f"cannot {'read' if data else 'encode'} this {fmt.upper()} image "
                      f"({_reason(exc)})") from None

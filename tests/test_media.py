@@ -378,7 +378,7 @@ def test_a_gif_is_sent_as_its_first_frame() -> None:
     frames[0].resize((200, 20)).save(small, format="GIF", save_all=True,
                                      append_images=[frames[1].resize((200, 20))])
     m = as_media(buf.getvalue(), where="{g}", model=OLD)
-    assert m is not None and m.media_type == "image/png" and m.size == (1568, 156)
+    assert m is not None and m.media_type == "image/png" and m.size == (1568, 157)
     image = opened(m).convert("RGB")
     assert image.getpixel((700, 80)) == (255, 0, 0) and getattr(image, "n_frames", 1) == 1
     within = as_media(small.getvalue(), where="{g}", model=OLD)  # within limits: as it came
@@ -536,3 +536,17 @@ def test_a_secret_in_a_message_is_scrubbed() -> None:
     with pytest.raises(MediaError) as err:
         as_media(b"x", kind="image", where=f"{{{secret.reveal()}}}", model=OLD)
     assert "abcdefghijklmnop" not in str(err.value)
+
+
+def test_a_screenshot_whose_smaller_copy_comes_out_bigger_is_sent_as_it_came() -> None:
+    from PIL import Image, ImageDraw
+
+    shot = Image.new("RGB", (3000, 2000), "white")
+    draw = ImageDraw.Draw(shot)
+    for y in range(0, 2000, 14):  # black text on white: PNG packs it; resampled, its grey edges do not
+        draw.text((10, y), "The quick brown fox jumps over the lazy dog 0123456789 " * 8, fill="black")
+    buf = io.BytesIO()
+    shot.save(buf, format="PNG", optimize=True)
+    m = as_media(buf.getvalue(), where="{shot}", model=OLD)
+    assert m is not None and m.data == buf.getvalue() and m.original_size == (3000, 2000)
+    assert m.size == (1344, 896) and m.tokens() == 48 * 32  # what the API keeps of it, and bills
