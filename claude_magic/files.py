@@ -89,14 +89,18 @@ class Uploads:
 
     def file_id(self, media: Media) -> str:
         """The id of a file holding ``media``'s bytes: remembered (and alive), else uploaded now."""
+        return self._client.run(self.afile_id(media))  # type: ignore[no-any-return]
+
+    async def afile_id(self, media: Media) -> str:
+        """:meth:`file_id` on the client's loop (what a batch engine awaits)."""
         with self._lock:
             info = self._all().get(media.sha256)
-        if info is not None and self._alive(info["id"]):
+        if info is not None and await self._alive(info["id"]):
             return str(info["id"])
         if media.data is None:
             raise ValueError("only content with bytes can be uploaded (not a URL)")
         ext = _EXTENSIONS.get(media.media_type, "bin")
-        answer = self._client.request("POST", "/v1/files", files={
+        answer = await self._client.arequest("POST", "/v1/files", files={
             "file": (f"{media.sha256[:16]}.{ext}", media.data, media.media_type)})
         file_id = str(answer["id"])
         with self._lock:
@@ -108,12 +112,12 @@ class Uploads:
             self.uploaded += 1
         return file_id
 
-    def _alive(self, file_id: str) -> bool:
+    async def _alive(self, file_id: str) -> bool:
         """Whether the API still has ``file_id`` (asked once per client); a gone one is forgotten."""
         if file_id in self._checked:
             return True
         try:
-            self._client.request("GET", f"/v1/files/{file_id}")
+            await self._client.arequest("GET", f"/v1/files/{file_id}")
         except NotFoundError:
             self._forget(file_id)
             return False
