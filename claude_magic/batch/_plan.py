@@ -260,8 +260,8 @@ def _media_renderer(template: str, aliases: Mapping[str, str], index: pd.Index,
         label = index[pos]
 
         def hook(value: Any, kind: str | None, name: str) -> Media | None:
-            column = _first_name(name.strip("{}"))
-            return convert(value, kind, f"row {label} ({aliases.get(column, column)})")
+            # the name as the template writes it ({photo} of a Series named photo, not its column "value")
+            return convert(value, kind, f"row {label} ({_first_name(name.strip('{}'))})")
 
         parts = render(template, namespace, media=hook).parts
         if all(isinstance(p, str) for p in parts):
