@@ -309,3 +309,21 @@ def test_the_magics_dry_run_marks_the_pdf_estimate(ip: Any, capsys: pytest.Captu
     shown = capsys.readouterr().out + (str(outputs[-1]["data"].get("text/plain", "")) if outputs else "")
     assert f"images {image_tokens(56, 56):,} tokens (exact)" in shown
     assert "tokens (estimate)" in shown
+
+
+def test_content_many_requests_hold_goes_up_once_and_is_referenced_by_file_id(
+        emu: Emulator, client: Client, tmp_path: Path) -> None:
+    logo, one_off = png(90), png(45)
+    frame = pd.DataFrame({"logo": [logo] * 30 + [one_off], "q": [f"question {i}" for i in range(31)]})
+    result = run_batch("{logo} {q}", frame, client=client, model=MODEL)
+    assert result.series.str.startswith("[image").all()
+    assert emu.files.uploads == 1  # the logo, once; the one-off image costs no upload
+    sources = [tuple(b["source"]["type"] for b in content if b["type"] == "image") for content in sent(emu)]
+    assert sorted(sources) == [("base64",)] + [("file",)] * 30
+    # another run over the same logo, another client (a re-run tomorrow): referenced, not uploaded again
+    from canary import TEST_KEY
+
+    with Client(api_key=TEST_KEY, base_url=emu.url, cache_dir=tmp_path / "cache", max_tokens=16) as again:
+        frame["q"] = [f"another question {i}" for i in range(31)]
+        run_batch("{logo} {q}", frame, client=again, model=MODEL)
+    assert emu.files.uploads == 1

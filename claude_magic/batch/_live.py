@@ -9,6 +9,7 @@ after the response that writes it has begun, so requests sent together would eac
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections import deque
@@ -28,6 +29,7 @@ from ..errors import (
     RateLimitError,
     SpendLimitReached,
 )
+from ..media import Media
 from ..reply import Reply
 from ._media import MediaPrompt, request_content, text_of
 from ._pacing import DEFAULT_MAX_CONCURRENCY, START_WINDOW, _Window
@@ -36,6 +38,8 @@ from ._report import Stop, _Options, _State
 
 if TYPE_CHECKING:
     from ..client import Client
+
+log = logging.getLogger("claude_magic")
 
 ABORT_AFTER = 3                       # identical failures, with no success yet, that stop a run
 # Errors that every row of a run would get: stop at the first one rather than fail N rows. Not a
@@ -142,6 +146,7 @@ class _Live:
         self.first_failures: list[tuple[Any, ...]] = []
         self.changed: asyncio.Event | None = None
         self.stop = False
+        self.file_ids: dict[str, str] = {}  # sha256 -> the uploaded file the requests reference
 
     def _probe_first(self, todo: list[int]) -> list[int]:
         """``todo`` with its first marked prompt first (it writes the cache the others read)."""
@@ -155,9 +160,29 @@ class _Live:
         with job_context(Priority.BATCH, self.job):  # its tasks' requests too (they copy the context)
             await self._run()
 
+    async def _upload_shared(self) -> None:
+        """Content that more than one of the requests to send holds goes up once (the Files API) and
+        is referenced by ``file_id`` (the same logo in 5,000 rows: one upload, not 5,000 copies in
+        base64). An upload that fails leaves those requests sending the bytes."""
+        seen: dict[str, Media] = {}
+        shared: dict[str, Media] = {}
+        for uid in self.todo:
+            prompt = self.state.plan.prompts[uid]
+            media = {m.sha256: m for m in prompt.media} if isinstance(prompt, MediaPrompt) else {}
+            for sha, medium in media.items():
+                if medium.data is not None:
+                    (shared if sha in seen else seen)[sha] = medium
+        for sha, medium in shared.items():
+            try:
+                self.file_ids[sha] = await self.client.uploads.afile_id(medium)
+            except ClaudeError as exc:
+                log.warning("claude_magic: %s goes inline in each request: its Files API upload failed "
+                            "(%s)", medium.where, exc)
+
     async def _run(self) -> None:
         self.changed = asyncio.Event()
         tasks: set[asyncio.Task[None]] = set()
+        await self._upload_shared()
         try:
             while self.todo and not self.stop:
                 if self.in_flight >= self._limit():
@@ -217,7 +242,8 @@ class _Live:
         prompt = self.state.plan.prompts[uid]
         prefix = self.prefix
         ask, marks = prefix.request(prompt) if prefix is not None else (prompt, {})
-        ask = request_content(ask, self.opts.model)  # a media prompt's base64 exists while it is in flight
+        # a media prompt's base64 exists while it is in flight; shared content is referenced by file_id
+        ask = request_content(ask, self.opts.model, file_id=lambda m: self.file_ids.get(m.sha256))
         options = {**marks, **self.opts.call_options()}  # a cache_system the caller gave wins
         reply: Reply | None = None
         try:
