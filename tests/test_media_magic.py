@@ -270,3 +270,23 @@ def test_the_python_api_refuses_a_part_that_is_neither_text_nor_media(client: An
     with pytest.raises(MediaError, match=r"^prompt part 1: a dict is neither text nor an image or PDF"):
         client.complete(["Look:", {"not": "media"}], model=MODEL)
     assert emu.requests == []
+
+
+def test_a_cassette_replays_an_image_prompt_offline_by_its_content(emu: Any, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from claude_magic.client import Client
+    from claude_magic.errors import CacheMiss
+
+    tape = tmp_path / "tape.jsonl"
+    with Client(api_key=TEST_KEY, base_url=emu.url, cache_dir=tmp_path / "dev", cassette=tape,
+                max_tokens=16) as recording:
+        recorded = recording.complete(["Describe", Image.new("RGB", (64, 48), "red")], model=MODEL)
+    sent_before = len(emu.requests)
+    with Client(api_key=TEST_KEY, base_url=emu.url, cache_dir=tmp_path / "ci", cassette=tape, offline=True,
+                max_tokens=16) as replaying:
+        again = replaying.complete(["Describe", Image.new("RGB", (64, 48), "red")], model=MODEL)  # new object
+        assert again.extra.get("replayed") and again.text == recorded.text  # from the tape, not sent
+        with pytest.raises(CacheMiss):
+            replaying.complete(["Describe", Image.new("RGB", (64, 48), "blue")], model=MODEL)
+    assert len(emu.requests) == sent_before
