@@ -15,6 +15,12 @@ def run(ip: Any, code: str) -> Any:
     return result.result
 
 
+def configure(ip: Any, **settings: Any) -> None:
+    """``%config ClaudeMagics.NAME = VALUE`` for each setting, in order."""
+    for name, value in settings.items():
+        run(ip, f"%config ClaudeMagics.{name} = {value!r}")
+
+
 def fails(ip: Any, code: str) -> BaseException:
     """Run ``code``, which must fail; return the error the shell caught."""
     result = ip.run_cell(code)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from ipshell import loaded_shell, run
+from ipshell import configure, loaded_shell, run
 from PIL import Image
 
 from claude_magic.batch import _media, plan_prompts, run_batch
@@ -257,11 +257,8 @@ def test_a_plan_without_media_is_strings_as_before() -> None:
 @pytest.fixture
 def ip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, claude_emulator: Any) -> Iterator[Any]:
     with loaded_shell(monkeypatch, tmp_path / "cache", "df", "_claude_batch") as shell:
-        run(shell, f"%config ClaudeMagics.base_url = {claude_emulator.url!r}")
-        run(shell, f"%config ClaudeMagics.api_key = {KEY!r}")
-        run(shell, f"%config ClaudeMagics.model = {MODEL!r}")
-        run(shell, "%config ClaudeMagics.max_tokens = 16")
-        run(shell, "%config ClaudeMagics.display = 'handle'")
+        configure(shell, base_url=claude_emulator.url, api_key=KEY, model=MODEL, max_tokens=16,
+                  display="handle")
         yield shell
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from canary import TEST_KEY
-from ipshell import fails, loaded_shell, run
+from ipshell import configure, fails, loaded_shell, run
 
 from claude_magic.batch import run_batch
 from claude_magic.client import Client
@@ -24,9 +24,7 @@ MODEL = "claude-haiku-5-5"
 @pytest.fixture
 def ip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, claude_emulator: Any) -> Iterator[Any]:
     with loaded_shell(monkeypatch, tmp_path / "cache", "df", "_claude_job", "_claude_batch") as shell:
-        run(shell, f"%config ClaudeMagics.base_url = {claude_emulator.url!r}")
-        shell.magics_manager.registry["ClaudeMagics"].api_key = TEST_KEY
-        run(shell, "%config ClaudeMagics.display = 'text'")
+        configure(shell, base_url=claude_emulator.url, api_key=TEST_KEY, display="text")
         yield shell
 
 
@@ -132,6 +130,7 @@ def test_a_batch_goes_on_alone_through_a_refused_redis_and_a_redis_restart(
                     coordinator=redis_server.url) as client:
             job = run_batch("{q}", rows("restart", 60), client=client, background=True)
             coordinator = client.scheduler.coordinator
+            assert coordinator is not None
             wait_for(lambda: coordinator.last is not None and job.progress.done >= 10, "a shared start")
             redis_server.restart()
             result = job.result(timeout=120)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from canary import TEST_KEY
-from ipshell import fails, loaded_shell, run
+from ipshell import configure, fails, loaded_shell, run
 
 MODEL = "claude-haiku-5-5"
 
@@ -21,10 +21,7 @@ MODEL = "claude-haiku-5-5"
 def ip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, claude_emulator: Any) -> Iterator[Any]:
     names = ("fig", "photo", "big", "path", "report", "shot", "notes", "plt")
     with loaded_shell(monkeypatch, tmp_path / "cache", *names) as shell:
-        run(shell, f"%config ClaudeMagics.base_url = {claude_emulator.url!r}")
-        shell.magics_manager.registry["ClaudeMagics"].api_key = TEST_KEY
-        run(shell, f"%config ClaudeMagics.model = {MODEL!r}")
-        run(shell, "%config ClaudeMagics.display = 'final'")
+        configure(shell, base_url=claude_emulator.url, api_key=TEST_KEY, model=MODEL, display="final")
         monkeypatch.chdir(tmp_path)
         yield shell
 

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from canary import TEST_KEY
-from ipshell import loaded_shell, run
+from ipshell import configure, loaded_shell, run
 
 from claude_magic import _wire, pricing
 from claude_magic.batch import plan_prompts, run_batch
@@ -399,10 +399,7 @@ def test_the_budget_learns_from_all_input_and_prices_cache_writes() -> None:
 @pytest.fixture
 def ip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, emu: Emulator) -> Iterator[Any]:
     with loaded_shell(monkeypatch, tmp_path / "cache", "df", "_claude_batch") as shell:
-        run(shell, f"%config ClaudeMagics.base_url = {emu.url!r}")
-        run(shell, f"%config ClaudeMagics.api_key = {TEST_KEY!r}")
-        run(shell, f"%config ClaudeMagics.model = {MODEL!r}")
-        run(shell, "%config ClaudeMagics.max_tokens = 16")
+        configure(shell, base_url=emu.url, api_key=TEST_KEY, model=MODEL, max_tokens=16)
         shell.user_ns["df"] = reviews(4)
         yield shell
 
